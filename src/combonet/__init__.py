@@ -1,0 +1,49 @@
+"""combonet: provably stable networks of recurrent neural networks.
+
+Kozachkov, Ennis & Slotine, "RNNs of RNNs: Recursive Construction of Stable Assemblies of
+Recurrent Neural Networks", NeurIPS 2022.
+"""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .certificate import Certificate, certify
+from .combinations import Feedback, Hierarchy, Unconstrained, random_block_mask
+from .modules import (
+    ContractingModule,
+    ContractingSystem,
+    Dynamics,
+    NoConstantMetricError,
+    ProductModule,
+    SparseModule,
+    SVDModule,
+    SymmetricModule,
+    TrainableSparseModule,
+    TriangularModule,
+)
+from .simulate import simulate, two_trajectory_check
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "Certificate",
+    "ContractingModule",
+    "ContractingSystem",
+    "Dynamics",
+    "Feedback",
+    "Hierarchy",
+    "NoConstantMetricError",
+    "ProductModule",
+    "SVDModule",
+    "SparseModule",
+    "SymmetricModule",
+    "TrainableSparseModule",
+    "TriangularModule",
+    "Unconstrained",
+    "__version__",
+    "certify",
+    "get_activation",
+    "random_block_mask",
+    "simulate",
+    "two_trajectory_check",
+]

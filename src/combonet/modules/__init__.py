@@ -1,0 +1,12 @@
+"""Contracting RNN modules (paper eq. 1), one per condition of Section 3."""
+
+from .base import ContractingModule, ContractingSystem, Dynamics, NoConstantMetricError
+from .product import ProductModule
+from .sparse import SparseModule, TrainableSparseModule
+from .svd import SVDModule
+from .symmetric import SymmetricModule
+from .triangular import TriangularModule
+
+__all__ = ["ContractingModule", "ContractingSystem", "Dynamics", "NoConstantMetricError",
+           "ProductModule", "SVDModule", "SparseModule", "SymmetricModule",
+           "TrainableSparseModule", "TriangularModule"]

@@ -1,0 +1,171 @@
+"""Theorem 1 modules: ``g|W| - I`` Hurwitz gives a diagonal metric ("Sparse Combo Net")."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import conditions
+from .._metzler import comparison_matrix, rate_in_diagonal_metric
+from .._validate import in_interval, positive, positive_int
+from ..activations import Activation
+from .base import ContractingModule
+
+
+def sample_sparse_weight(n: int, density: float, magnitude: float, rng: np.random.Generator,
+                         zero_diagonal: bool = True) -> np.ndarray:
+    """A random sparse ``n x n`` matrix: ``round(density n^2)`` entries ``U(-1, 1) * magnitude``."""
+    positions = [(i, j) for i in range(n) for j in range(n) if not (zero_diagonal and i == j)]
+    k = min(len(positions), max(1, round(density * n * n)))
+    w = np.zeros((n, n))
+    chosen = rng.choice(len(positions), size=k, replace=False)
+    for idx in chosen:
+        i, j = positions[idx]
+        w[i, j] = rng.uniform(-1.0, 1.0) * magnitude
+    return w
+
+
+def spectral_radius(a: np.ndarray) -> float:
+    """Largest eigenvalue modulus."""
+    return float(np.max(np.abs(np.linalg.eigvals(a)))) if a.size else 0.0
+
+
+def theorem1_radius(w: np.ndarray, g: float) -> float:
+    """``spectral_radius(g|W|)`` with ``|W|_ii := 0`` where ``W_ii <= 0``; Theorem 1 needs < 1."""
+    return spectral_radius(conditions.comparison_matrix(w, g) + np.eye(w.shape[0]))
+
+
+class SparseModule(ContractingModule):
+    """Fixed random sparse ``W`` accepted only when ``spectral_radius(g|W|) < 1`` (Theorem 1).
+
+    The diagonal metric is computed (best-conditioned by a convex problem, closed form as
+    fallback; DESIGN.md §3), never assumed. With ``normalize=True`` (default) the module is
+    stored in metric-normalised coordinates ``W <- P^{1/2} W P^{-1/2}``: still Theorem 1, same
+    sparsity, now contracting in the identity metric; for a positively homogeneous ``phi``
+    (ReLU) the dynamics are exactly those of the original ``W`` under ``y = P^{1/2} x``.
+    """
+
+    theorem = "Theorem 1"
+
+    def __init__(self, n: int, density: float = 0.033, magnitude: float = 1.0, *,
+                 activation: str | Activation = "relu", g: float | None = None,
+                 tau: float = 1.0, zero_diagonal: bool = True, seed: int | None = None,
+                 max_tries: int = 1000, normalize: bool = True, best_metric: bool = True,
+                 weight: torch.Tensor | np.ndarray | None = None) -> None:
+        super().__init__()
+        self._init_common(positive_int("n", n), activation, tau, g)
+        if weight is None:
+            in_interval("density", density, 0.0, 1.0)
+            positive("magnitude", magnitude)
+            positive_int("max_tries", max_tries)
+            w = self._sample(density, magnitude, seed, max_tries, zero_diagonal)
+        else:
+            w = conditions.as_matrix(weight)
+            if w.shape[0] != n:
+                raise ValueError(f"weight must be {n}x{n} to match n={n}, got {w.shape}")
+            rho = theorem1_radius(w, self.g)
+            if rho >= 1:
+                raise ValueError(
+                    f"weight violates Theorem 1: spectral_radius(g|W|) = {rho:.4g} >= 1; "
+                    "scale it down or make it sparser"
+                )
+        self.density = float(np.count_nonzero(w)) / (n * n)
+        self.magnitude = magnitude
+        p = conditions.theorem1_metric(w, self.g, best=best_metric)
+        self.metric_condition_number = float(p.max() / p.min())
+        if normalize:
+            s = np.sqrt(p)
+            w = w * s[:, None] / s[None, :]
+            p = np.ones(n)
+        self.normalized = normalize
+        self.register_buffer("_w", torch.as_tensor(w, dtype=torch.get_default_dtype()))
+        self.register_buffer("_p", torch.as_tensor(p, dtype=torch.float64))
+        wd = torch.as_tensor(w, dtype=torch.float64)
+        self._rate = float(rate_in_diagonal_metric(comparison_matrix(wd, self.g),
+                                                   self._p)) / self.tau
+        if not self._rate > 0:
+            raise ValueError("internal error: Theorem 1 metric does not certify a positive rate")
+
+    def _sample(self, density: float, magnitude: float, seed: int | None, max_tries: int,
+                zero_diagonal: bool) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        best = float("inf")
+        for _ in range(max_tries):
+            w = sample_sparse_weight(self.n, density, magnitude, rng, zero_diagonal)
+            rho = theorem1_radius(w, self.g)
+            best = min(best, rho)
+            if rho < 1:
+                return w
+        raise ValueError(
+            f"no {self.n}x{self.n} matrix with density={density} and magnitude={magnitude} "
+            f"satisfied Theorem 1 (spectral_radius(g|W|) < 1) in {max_tries} tries "
+            f"(smallest radius seen {best:.3g}); lower magnitude or density"
+        )
+
+    def weight(self) -> torch.Tensor:
+        return self._w
+
+    def metric(self) -> torch.Tensor:
+        return torch.diag(self._p)
+
+    def metric_inverse(self) -> torch.Tensor:
+        return torch.diag(1.0 / self._p)
+
+    def metric_is_diagonal(self) -> bool:
+        return True
+
+    def rate(self) -> float:
+        return self._rate
+
+
+class TrainableSparseModule(ContractingModule):
+    """Sparse Theorem-1 module that stays contracting while trained (beyond the paper).
+
+    ``W = V R V^{-1}`` with a fixed sparsity mask on ``R``, ``V = diag(exp(s))`` trainable, and
+    ``R`` rescaled so that ``g * max(||R||_1, ||R||_inf) <= gamma < 1`` (weighted row- and
+    column-sum norms of ``|W|``). Then ``||g|R|||_2 <= gamma`` and ``g|W| - I`` satisfies
+    Theorem 1 in the metric ``P = V^{-2}`` with rate ``(1 - ||g|R|||_2) / tau``.
+    """
+
+    theorem = "Theorem 1"
+
+    def __init__(self, n: int, density: float = 0.033, magnitude: float = 1.0, *,
+                 gamma: float = 0.95, activation: str | Activation = "relu",
+                 g: float | None = None, tau: float = 1.0, zero_diagonal: bool = True,
+                 seed: int | None = None) -> None:
+        super().__init__()
+        self._init_common(positive_int("n", n), activation, tau, g)
+        in_interval("density", density, 0.0, 1.0)
+        positive("magnitude", magnitude)
+        self.gamma = in_interval("gamma", gamma, 0.0, 1.0, hi_open=True)
+        rng = np.random.default_rng(seed)
+        w = sample_sparse_weight(n, density, magnitude, rng, zero_diagonal)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("mask", torch.as_tensor(w != 0, dtype=dtype))
+        self.raw = nn.Parameter(torch.as_tensor(w, dtype=dtype))
+        self.log_scale = nn.Parameter(torch.zeros(n, dtype=dtype))
+
+    def _r(self) -> torch.Tensor:
+        r = self.raw * self.mask
+        a = r.abs()
+        norm = torch.maximum(a.sum(0).max(), a.sum(1).max()) * self.g
+        return r / torch.clamp(norm / self.gamma, min=1.0)
+
+    def weight(self) -> torch.Tensor:
+        v = torch.exp(self.log_scale)
+        return v[:, None] * self._r() / v[None, :]
+
+    def metric(self) -> torch.Tensor:
+        return torch.diag(torch.exp(-2 * self.log_scale.to(torch.float64)))
+
+    def metric_inverse(self) -> torch.Tensor:
+        return torch.diag(torch.exp(2 * self.log_scale.to(torch.float64)))
+
+    def metric_is_diagonal(self) -> bool:
+        return True
+
+    def rate(self) -> float:
+        with torch.no_grad():
+            r = self._r().to(torch.float64).abs() * self.g
+            return (1.0 - float(torch.linalg.matrix_norm(r, ord=2))) / self.tau
