@@ -171,21 +171,36 @@ class _Discrete:
                                                            ord=2)))
         return best
 
+    def is_metric_skew(self) -> bool:
+        """Whether ``L`` is skew in ``M`` (eq. 3): then ``||C||_M = 1`` for every step size."""
+        if self.l is None:
+            return True
+        lt = normalise(self.l, self.s, self.si)
+        scale = max(float(torch.linalg.matrix_norm(lt)), 1e-300)
+        return float(torch.linalg.matrix_norm(lt + lt.T)) <= 1e-12 * scale
+
     def max_alpha(self) -> float:
-        """Largest alpha in (0, 1] (on a fine geometric grid) below which the bound is < 1."""
+        """Largest alpha in (0, 1] below which the bound is < 1 (closed form where the bound
+        is a quadratic in alpha, else the largest point of a geometric grid)."""
         if self.method == "euler":
-            denom = self.k**2 - 1 + 2 * self.mu
-            if self.mu <= 0:
-                return 0.0
-            return 1.0 if denom <= 0 else min(1.0, 2 * self.mu / denom * (1 - 1e-9))
-        grid = np.geomspace(1e-5, 1.0, 120)
+            return _quadratic_max_alpha(self.mu, self.k)
+        if self.is_metric_skew():
+            return min(_quadratic_max_alpha(mu, k) for mu, k in self.leaves)
         good = 0.0
-        for a in grid:
+        for a in np.geomspace(1e-4, 1.0, 25):
             if self.bound(float(a)) < 1 - TOL:
                 good = float(a)
             else:
                 break
         return good
+
+
+def _quadratic_max_alpha(mu: float, k: float) -> float:
+    """Largest alpha in (0, 1] with ``1 - 2 alpha mu + alpha^2 (k^2 - 1 + 2 mu) < 1``."""
+    if mu <= 0:
+        return 0.0
+    denom = k**2 - 1 + 2 * mu
+    return 1.0 if denom <= 0 else min(1.0, 2 * mu / denom * (1 - 1e-9))
 
 
 def certify(model: ContractingSystem, dt: float = 0.1, method: str = "euler") -> Certificate:

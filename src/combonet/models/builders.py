@@ -10,7 +10,7 @@ from .classifier import SequenceClassifier
 
 def sparse_modules(p: int, n: int, density: float = 0.033, magnitude: float = 1.0, *,
                    seed: int = 0, activation: str = "relu", tau: float = 1.0,
-                   best_metric: bool = True) -> list[SparseModule]:
+                   best_metric: bool | None = None) -> list[SparseModule]:
     """``p`` fixed random Theorem-1 modules of ``n`` units (seeds ``seed * 1000 + i``)."""
     return [SparseModule(n, density, magnitude, seed=seed * 1000 + i, activation=activation,
                          tau=tau, best_metric=best_metric) for i in range(p)]
