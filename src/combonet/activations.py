@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -18,7 +18,8 @@ class Activation:
     fn: Fn
     slope: Fn
     g: float
-    positively_homogeneous: bool  # phi(c x) = c phi(x) for c > 0 (ReLU): coordinates can be rescaled
+    #: phi(c x) = c phi(x) for c > 0 (ReLU): coordinates can be rescaled exactly
+    positively_homogeneous: bool
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)

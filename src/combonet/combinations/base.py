@@ -14,7 +14,8 @@ from ..modules.base import ContractingSystem
 
 def block_ids(sizes: Sequence[int]) -> torch.Tensor:
     """Module index of every unit."""
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(list(sizes)))
+    return torch.repeat_interleave(torch.arange(len(sizes)),
+                                   torch.tensor(list(sizes), dtype=torch.long))
 
 
 def expand_block_mask(block_mask: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
@@ -31,6 +32,17 @@ def random_block_mask(p: int, density: float, seed: int | None = None) -> torch.
     return torch.as_tensor(m)
 
 
+def check_systems(systems: Sequence[ContractingSystem]) -> list[ContractingSystem]:
+    """The children as a list; ``ValueError`` unless a non-empty list of systems."""
+    systems = list(systems)
+    if not systems or not all(isinstance(s, ContractingSystem) for s in systems):
+        raise ValueError(
+            "a combination needs a non-empty list of modules or combinations "
+            f"(ContractingSystem instances), got {systems!r}"
+        )
+    return systems
+
+
 class Combination(ContractingSystem):
     """Children plus a trainable coupling parameter ``B`` (``N x N``), masked."""
 
@@ -40,12 +52,7 @@ class Combination(ContractingSystem):
                  mask: torch.Tensor | np.ndarray | None = None, seed: int | None = None,
                  allowed: torch.Tensor | None = None) -> None:
         super().__init__()
-        systems = list(systems)
-        if not systems or not all(isinstance(s, ContractingSystem) for s in systems):
-            raise ValueError(
-                "a combination needs a non-empty list of modules or combinations "
-                f"(ContractingSystem instances), got {systems!r}"
-            )
+        systems = check_systems(systems)
         self.systems = nn.ModuleList(systems)
         self.sizes = [s.n for s in systems]
         tau = same("tau", [s.tau for s in systems], "the time constant")
@@ -97,7 +104,7 @@ class Combination(ContractingSystem):
         ref = self.b
         return torch.block_diag(*[
             c if c is not None else torch.zeros(s.n, s.n, dtype=ref.dtype, device=ref.device)
-            for s, c in zip(self.systems, inner)
+            for s, c in zip(self.systems, inner, strict=True)
         ])
 
     def own_coupling(self) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._linalg import coupling_excess
-from .base import Combination, block_ids
+from .base import Combination, block_ids, check_systems
 
 
 class Feedback(Combination):
@@ -23,6 +23,7 @@ class Feedback(Combination):
 
     def __init__(self, systems, *, init_scale: float = 1.0, mask=None,
                  seed: int | None = None) -> None:
+        systems = check_systems(systems)
         if mask is not None:
             mask = torch.as_tensor(np.asarray(mask)) != 0
             mask = mask | mask.T
@@ -62,6 +63,7 @@ class Unconstrained(Combination):
 
     def __init__(self, systems, *, init_scale: float = 1.0, mask=None,
                  seed: int | None = None) -> None:
+        systems = check_systems(systems)
         super().__init__(systems, init_scale=init_scale, mask=mask, seed=seed,
                          allowed=_off_diagonal(systems))
 

@@ -6,7 +6,7 @@ import torch
 
 from .._linalg import spd_sqrt
 from .._metzler import closed_form_metric, rate_in_diagonal_metric
-from .base import Combination, block_ids
+from .base import Combination, block_ids, check_systems
 
 
 class Hierarchy(Combination):
@@ -22,6 +22,7 @@ class Hierarchy(Combination):
 
     def __init__(self, systems, *, init_scale: float = 1.0, mask=None,
                  seed: int | None = None) -> None:
+        systems = check_systems(systems)
         sizes = [s.n for s in systems]
         ids = block_ids(sizes)
         lower = (ids[:, None] > ids[None, :]).float()
@@ -61,11 +62,12 @@ class Hierarchy(Combination):
 
     def metric(self) -> torch.Tensor:
         c = self.weights()
-        return torch.block_diag(*[ci * s.metric() for ci, s in zip(c, self.systems)])
+        return torch.block_diag(*[ci * s.metric() for ci, s in zip(c, self.systems, strict=True)])
 
     def metric_inverse(self) -> torch.Tensor:
         c = self.weights()
-        return torch.block_diag(*[s.metric_inverse() / ci for ci, s in zip(c, self.systems)])
+        inverses = [s.metric_inverse() / ci for ci, s in zip(c, self.systems, strict=True)]
+        return torch.block_diag(*inverses)
 
     def rate(self) -> float:
         with torch.no_grad():
