@@ -29,6 +29,11 @@ def simulate(model: ContractingSystem, inputs: torch.Tensor, x0: torch.Tensor | 
         )
     if x0 is None:
         x0 = inputs.new_zeros(inputs.shape[0], model.n)
+    elif tuple(x0.shape) != (inputs.shape[0], model.n):
+        raise ValueError(
+            f"x0 must have shape ({inputs.shape[0]}, {model.n}) to match drive, got "
+            f"{tuple(x0.shape)}"
+        )
     if method != "rk4":
         states = run(model.dynamics(), inputs, x0, dt=dt, method=method)
         return torch.cat([x0[:, None], states], 1)

@@ -89,7 +89,7 @@ class SparseModule(ContractingModule):
         self.normalized = normalize
         self.register_buffer("_w", torch.as_tensor(w, dtype=torch.get_default_dtype()))
         self.register_buffer("_p", torch.as_tensor(p, dtype=torch.float64))
-        wd = torch.as_tensor(w, dtype=torch.float64)
+        wd = self._w.to(torch.float64)  # the stored (possibly float32-rounded) weight that runs
         self._rate = float(rate_in_diagonal_metric(comparison_matrix(wd, self.g),
                                                    self._p)) / self.tau
         if not self._rate > 0:

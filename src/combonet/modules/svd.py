@@ -55,4 +55,9 @@ class SVDModule(ContractingModule):
     def rate(self) -> float:
         with torch.no_grad():
             smax = float(self.singular_values().to(torch.float64).max())
+            # ||P^{1/2} W P^{-1/2}||_2 of the weight as computed (U, V are orthogonal only up to
+            # round-off, ~1e-7 in float32), so the rate holds for the weight that runs
+            phi = torch.exp(self.log_phi.to(torch.float64))
+            w = self.weight().to(torch.float64) * phi[:, None] / phi[None, :]
+            smax = max(smax, float(torch.linalg.matrix_norm(w, ord=2)))
         return (1.0 - self.g * smax) / self.tau
