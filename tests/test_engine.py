@@ -13,6 +13,7 @@ from combonet.engine import METHODS, run, run_reference
 from combonet.models import sparse_combo_net
 from combonet.modules.base import Dynamics
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Correctness only: one intra-op thread keeps these tests fast on a busy machine."""
