@@ -134,7 +134,8 @@ def test_registry_names():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_builds_and_runs(name):
-    cfg = TrainConfig(model=name, modules=2, units=4, density=0.3, hidden=6, dt=0.2)
+    cfg = TrainConfig(model=name, modules=2, units=4, density=0.3, magnitude=1.0,
+                      hidden=6, dt=0.2)
     torch.manual_seed(0)
     model = build_model(cfg, input_size=3, num_classes=4)
     assert model(torch.randn(2, 5, 3)).shape == (2, 4)

@@ -19,7 +19,7 @@ from combonet.train.config import ConfigError, read_config_file
 
 TINY = ["--task", "pdigits", "--limit-train", "120", "--limit-test", "50",
         "--val-fraction", "0.25", "--modules", "2", "--units", "4", "--density", "0.3",
-        "--batch-size", "30", "--threads", "1", "--quiet", "--epochs", "1"]
+        "--magnitude", "1", "--batch-size", "30", "--threads", "1", "--quiet", "--epochs", "1"]
 
 
 def one_line_error(capsys, argv: list[str]) -> str:

@@ -18,7 +18,8 @@ from combonet.cli import main
 
 ARGS = ["--task", "pdigits", "--limit-train", "240", "--limit-test", "100",
         "--val-fraction", "0.25", "--modules", "2", "--units", "8", "--density", "0.2",
-        "--dt", "0.1", "--batch-size", "30", "--threads", "1", "--quiet", "--epochs", "2",
+        "--magnitude", "1", "--dt", "0.1", "--batch-size", "30", "--threads", "1", "--quiet",
+        "--epochs", "2",
         "--lr", "0.02", "--schedule", "none", "--certify-every", "0"]
 
 

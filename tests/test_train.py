@@ -18,7 +18,7 @@ from combonet.train.config import TrainConfig
 #: A few seconds per run: 2x8 Sparse Combo Net, permuted sklearn digits, 240 train examples.
 TINY = ["--task", "pdigits", "--limit-train", "240", "--limit-test", "100",
         "--val-fraction", "0.25", "--modules", "2", "--units", "8", "--density", "0.2",
-        "--dt", "0.1", "--batch-size", "30", "--threads", "1", "--quiet"]
+        "--magnitude", "1", "--dt", "0.1", "--batch-size", "30", "--threads", "1", "--quiet"]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

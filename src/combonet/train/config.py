@@ -32,7 +32,8 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     """One training run. The defaults are the ``combonet train`` demo: a certified 16x16 Sparse
-    Combo Net on permuted sklearn digits (embedded, no download), 1-3 minutes on 2 CPU cores."""
+    Combo Net (density 0.05, magnitude 3) on permuted sklearn digits (embedded, no download),
+    about 90% test accuracy in 1-2 minutes on 2 CPU cores."""
 
     # data
     task: str = "pdigits"
@@ -45,8 +46,8 @@ class TrainConfig:
     model: str = "sparse-combo"
     modules: int = 16
     units: int = 16
-    density: float = 0.1
-    magnitude: float = 1.0
+    density: float = 0.05
+    magnitude: float = 3.0
     coupling_density: float | None = None
     init_scale: float = 1.0
     dt: float = 0.1
@@ -62,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     batch_size: int = 64
-    epochs: int = 40
+    epochs: int = 100
     seed: int = 0
     # runtime
     device: str = "auto"
