@@ -18,6 +18,18 @@ def block_ids(sizes: Sequence[int]) -> torch.Tensor:
                                    torch.tensor(list(sizes), dtype=torch.long))
 
 
+def off_diagonal_mask(systems: Sequence[ContractingSystem]) -> torch.Tensor:
+    """``N x N`` mask of unit pairs in different children."""
+    ids = block_ids([s.n for s in systems])
+    return (ids[:, None] != ids[None, :]).float()
+
+
+def block_lower_mask(systems: Sequence[ContractingSystem]) -> torch.Tensor:
+    """``N x N`` mask of unit pairs ``(i, j)`` whose child of ``i`` comes after that of ``j``."""
+    ids = block_ids([s.n for s in systems])
+    return (ids[:, None] > ids[None, :]).float()
+
+
 def expand_block_mask(block_mask: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """A ``p x p`` mask of module pairs -> the ``N x N`` unit mask."""
     ids = block_ids(sizes)

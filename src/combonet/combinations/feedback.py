@@ -6,10 +6,26 @@ import numpy as np
 import torch
 
 from .._linalg import coupling_excess
-from .base import Combination, block_ids, check_systems
+from .base import Combination, block_lower_mask, check_systems, off_diagonal_mask
 
 
-class Feedback(Combination):
+class _ChildMetricCombination(Combination):
+    """A combination in the metric ``M = blockdiag(M_i)`` of its children, with the rate bound
+    ``min_i lam_i - lambda_max(sym(M^{1/2} L M^{-1/2}))_+ / tau`` for its own coupling ``L``."""
+
+    def metric(self) -> torch.Tensor:
+        return self.children_metric()
+
+    def metric_inverse(self) -> torch.Tensor:
+        return self.children_metric(inverse=True)
+
+    def rate(self) -> float:
+        excess = coupling_excess(self.own_coupling(), self.metric(),
+                                 diagonal=self.metric_is_diagonal())
+        return min(s.rate() for s in self.systems) - max(excess, 0.0) / self.tau
+
+
+class Feedback(_ChildMetricCombination):
     """``L = B - M^{-1} B^T M`` with ``M = blockdiag(M_i)`` (eq. 3).
 
     ``M L + L^T M = 0``: the coupling cancels in the symmetric part of ``M J``, so the network
@@ -28,7 +44,7 @@ class Feedback(Combination):
             mask = torch.as_tensor(np.asarray(mask)) != 0
             mask = mask | mask.T
         super().__init__(systems, init_scale=init_scale, mask=mask, seed=seed,
-                         allowed=_block_lower(systems))
+                         allowed=block_lower_mask(systems))
         self.children_metric()  # fail early for children without a constant metric
 
     def own_coupling(self, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -40,19 +56,8 @@ class Feedback(Combination):
         m_inv = self.children_metric(inverse=True).to(b.dtype)
         return b - m_inv @ b.T @ m
 
-    def metric(self) -> torch.Tensor:
-        return self.children_metric()
 
-    def metric_inverse(self) -> torch.Tensor:
-        return self.children_metric(inverse=True)
-
-    def rate(self) -> float:
-        excess = coupling_excess(self.own_coupling(), self.metric(),
-                                 diagonal=self.metric_is_diagonal())
-        return min(s.rate() for s in self.systems) - max(excess, 0.0) / self.tau
-
-
-class Unconstrained(Combination):
+class Unconstrained(_ChildMetricCombination):
     """``L = B`` with no constraint: the paper's control (Section 4.2.3), no guarantee.
 
     ``rate()`` is still an honest bound in ``M = blockdiag(M_i)``: the slowest child's rate minus
@@ -65,28 +70,8 @@ class Unconstrained(Combination):
                  seed: int | None = None) -> None:
         systems = check_systems(systems)
         super().__init__(systems, init_scale=init_scale, mask=mask, seed=seed,
-                         allowed=_off_diagonal(systems))
+                         allowed=off_diagonal_mask(systems))
 
     def own_coupling(self) -> torch.Tensor:
         return self.masked_b()
 
-    def metric(self) -> torch.Tensor:
-        return self.children_metric()
-
-    def metric_inverse(self) -> torch.Tensor:
-        return self.children_metric(inverse=True)
-
-    def rate(self) -> float:
-        excess = coupling_excess(self.own_coupling(), self.metric(),
-                                 diagonal=self.metric_is_diagonal())
-        return min(s.rate() for s in self.systems) - max(excess, 0.0) / self.tau
-
-
-def _off_diagonal(systems) -> torch.Tensor:
-    ids = block_ids([s.n for s in systems])
-    return (ids[:, None] != ids[None, :]).float()
-
-
-def _block_lower(systems) -> torch.Tensor:
-    ids = block_ids([s.n for s in systems])
-    return (ids[:, None] > ids[None, :]).float()

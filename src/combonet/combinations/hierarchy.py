@@ -6,7 +6,7 @@ import torch
 
 from .._linalg import spd_sqrt
 from .._metzler import closed_form_metric, rate_in_diagonal_metric
-from .base import Combination, block_ids, check_systems
+from .base import Combination, block_lower_mask, check_systems
 
 
 class Hierarchy(Combination):
@@ -23,10 +23,8 @@ class Hierarchy(Combination):
     def __init__(self, systems, *, init_scale: float = 1.0, mask=None,
                  seed: int | None = None) -> None:
         systems = check_systems(systems)
-        sizes = [s.n for s in systems]
-        ids = block_ids(sizes)
-        lower = (ids[:, None] > ids[None, :]).float()
-        super().__init__(systems, init_scale=init_scale, mask=mask, seed=seed, allowed=lower)
+        super().__init__(systems, init_scale=init_scale, mask=mask, seed=seed,
+                         allowed=block_lower_mask(systems))
         self.children_metric()
 
     def own_coupling(self) -> torch.Tensor:
