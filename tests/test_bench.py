@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from combonet import bench
+from combonet.activations import ACTIVATIONS
+from combonet.engine.fast import Recurrence
 from combonet.models import sparse_combo_net
 
 TINY = ["--modules", "4", "--units", "8", "--steps", "20", "--batch", "4", "--repeats", "1",
@@ -41,7 +48,9 @@ def test_bench_json_tiny(capsys):
         assert r[key] > 0
     n_units, block = 4 * 8, 8
     assert r["flops_forward"] == 20 * (2 * 4 * n_units**2 + 2 * 4 * n_units * block)
-    assert r["flops_train"] == 3 * r["flops_forward"]
+    # The Sparse Combo Net's W is fixed: backward = state recursion + dC only.
+    assert r["flops_train"] == 2 * r["flops_forward"] + 20 * 2 * 4 * n_units**2
+    assert r["competing_load"] is None or 0 <= r["competing_load"] <= 1
 
 
 def test_bench_euler_without_spec(capsys):
@@ -80,3 +89,35 @@ def test_max_rel_err_detects_differences():
     assert bench.max_rel_err(a, a) == 0.0
     b = [torch.ones(3), torch.tensor([2.0, -4.4])]
     assert abs(bench.max_rel_err(a, b) - 0.4 / 4.4) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["euler", "cayley"])
+@pytest.mark.parametrize("w_trained", [False, True])
+def test_flop_formulas_match_torch_flop_counter(mode, w_trained):
+    """The FLOPs the report divides by are those the engine's matmuls perform (counted by
+    torch's own FlopCounterMode over forward and backward)."""
+    bsz, steps, p, n = 3, 7, 4, 5
+    n_units = p * n
+    gen = torch.Generator().manual_seed(0)
+    drive = torch.randn(bsz, steps, n_units, generator=gen, requires_grad=True)
+    x0 = torch.zeros(bsz, n_units)
+    blocks = torch.randn(p, n, n, generator=gen).requires_grad_(w_trained)
+    kmat = (0.1 * torch.randn(n_units, n_units, generator=gen)).requires_grad_(True)
+    act = ACTIVATIONS["relu"]
+    with FlopCounterMode(display=False) as fwd:
+        last = Recurrence.apply(drive, x0, blocks, kmat, 0.1, mode, act, False)
+    assert fwd.get_total_flops() == bench.recurrence_flops(bsz, steps, n_units, n)
+    with FlopCounterMode(display=False) as both:
+        Recurrence.apply(drive, x0, blocks, kmat, 0.1, mode, act, False).sum().backward()
+    assert both.get_total_flops() == bench.train_flops(bsz, steps, n_units, n, w_trained)
+    assert last.shape == (bsz, n_units)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
+def test_competing_load_sees_another_process():
+    """A second process spinning for the whole window shows up as competing CPU time."""
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    with bench.CompetingLoad() as load:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+    share_floor = 0.8 / (os.cpu_count() or 1)  # ~1 of the CPUs busy for ~the whole window
+    assert load.share is not None and load.share >= share_floor

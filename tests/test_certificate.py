@@ -222,6 +222,7 @@ def test_certify_argument_errors():
     model = cn.ProductModule(3, tau=0.5)
     with pytest.raises(ValueError, match=r'Invalid method "rk4".*euler'):
         cn.certify(model, dt=0.1, method="rk4")
-    for dt in (0.0, -0.1, 0.6, float("nan")):
-        with pytest.raises(ValueError, match=r"dt / tau must lie in \(0, 1\]"):
+    for dt, fix in ((0.0, "positive"), (-0.1, "positive"), (0.6, "lower dt"),
+                    (float("nan"), "positive")):
+        with pytest.raises(ValueError, match=rf"dt / tau must lie in \(0, 1\].*{fix}"):
             cn.certify(model, dt=dt)

@@ -233,6 +233,24 @@ def test_unconstrained_large_coupling_not_certified(seed):
     assert val > tol
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_hierarchy_over_non_contracting_child_is_not_certified(seed):
+    """A hierarchy needs contracting children: over the unconstrained control it reports the
+    child's non-positive rate, refuses a metric with a clear error, and ``certify`` says
+    "not certified" instead of raising."""
+    bad = cn.Unconstrained([cn.ProductModule(4, seed=seed), cn.ProductModule(4, seed=seed + 10)],
+                           init_scale=10.0, seed=seed)
+    assert bad.rate() <= 0
+    model = cn.Hierarchy([cn.ProductModule(3, seed=seed), bad], seed=seed)
+    assert model.rate() == bad.rate()
+    with pytest.raises(cn.NotContractingError, match="every child of a Hierarchy must contract"):
+        model.metric()
+    cert = cn.certify(model, dt=0.1, method="cayley")
+    assert not cert.continuous_certified and not cert.certified
+    assert any("must contract" in note for note in cert.notes)
+    assert "NOT CERTIFIED" in cert.summary()
+
+
 # -- 9. bad input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [cn.Feedback, cn.Hierarchy, cn.Unconstrained])
 def test_combination_argument_errors(cls):

@@ -11,7 +11,8 @@ weights. It checks that outputs and gradients agree, then times -- alternating t
 FLOPs counted (the recurrence only, T steps, batch B, N units, blocks of n units)::
 
     forward = T * (2 B N^2 + 2 B N n)          dense coupling product + block-diagonal W
-    train   = 3 * forward                      forward + state-gradient recursion + weight grads
+    train   = 2 * forward + T * 2 B N^2        forward + state-gradient recursion + dL (or dC)
+              (+ T * 2 B N n when W is trained: dW; the Sparse Combo Net's W is fixed)
 
 ``peak_gflops`` is the best measured rate of ``torch.mm`` of (B x N) @ (N x N) in a loop
 (measured in every repeat, between the timings), so
@@ -29,6 +30,7 @@ import ctypes
 import gc
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -208,6 +210,50 @@ def recurrence_flops(bsz: int, steps: int, n_units: int, block: int,
     return steps * (dense + 2.0 * bsz * n_units * block)
 
 
+def train_flops(bsz: int, steps: int, n_units: int, block: int, w_trained: bool) -> float:
+    """FLOPs of forward + backward of the recurrence (module docstring)."""
+    fwd = recurrence_flops(bsz, steps, n_units, block)
+    grads = steps * 2.0 * bsz * n_units * (n_units + (block if w_trained else 0))
+    return 2 * fwd + grads
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``), else None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10])  # already counted in user / nice
+    return (sum(fields) - idle - guest) / hz
+
+
+class CompetingLoad:
+    """How much of the machine other processes used while the benchmark ran: the share of
+    all cores' time not spent by this process (``None`` where ``/proc/stat`` is missing).
+    Above ~0.1 the timings and the FLOP-bound fraction are pessimistic."""
+
+    def __enter__(self) -> CompetingLoad:
+        self.busy0, self.self0, self.t0 = _machine_busy_s(), _self_cpu_s(), time.perf_counter()
+        self.share: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy1 = _machine_busy_s()
+        if self.busy0 is None or busy1 is None:
+            return
+        wall = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
+        other = (busy1 - self.busy0) - (_self_cpu_s() - self.self0)
+        self.share = min(max(other / wall, 0.0), 1.0) if wall > 0 else None
+
+
+def _self_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 # -- the benchmark --------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
     if name == "auto":
@@ -273,24 +319,28 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     memory: dict[str, float | None] = {}
     dtype = next(model.parameters()).dtype
     peaks = []  # the mm peak is measured in every repeat too; a busy moment cannot fake it
-    for rep in range(args.repeats):
-        peaks.append(matmul_peak(bsz, n_units, device, dtype))
-        for name in runners:
-            times[name]["forward"].append(_timed(forward(name), device))
-        for name in runners:
-            if rep == 0:
-                memory[name] = peak_memory_mb(train(name), device, times[name]["train"])
-            else:
-                times[name]["train"].append(_timed(train(name), device))
+    with CompetingLoad() as load:
+        for rep in range(args.repeats):
+            peaks.append(matmul_peak(bsz, n_units, device, dtype))
+            for name in runners:
+                times[name]["forward"].append(_timed(forward(name), device))
+            for name in runners:
+                if rep == 0:
+                    memory[name] = peak_memory_mb(train(name), device, times[name]["train"])
+                else:
+                    times[name]["train"].append(_timed(train(name), device))
     med = {k: {kind: statistics.median(v) for kind, v in d.items()} for k, d in times.items()}
 
     peak = max(peaks)
     flops_fwd = recurrence_flops(bsz, steps, n_units, block)
-    flops_train = 3 * flops_fwd
+    w_trained = any(p.requires_grad for leaf in net.leaves() for p in leaf.parameters())
+    flops_train = train_flops(bsz, steps, n_units, block, w_trained)
     gflops = flops_train / med["engine"]["train"] / 1e9
     result: dict[str, Any] = {
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "competing_load": load.share,
         "method": args.method,
         "modules": args.modules, "units": args.units, "density": args.density,
         "batch": bsz, "steps": steps, "repeats": args.repeats,
@@ -314,6 +364,17 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _load_line(r: dict[str, Any]) -> str:
+    share = r["competing_load"]
+    if share is None:
+        return "CPU time used by other processes during the run: unknown"
+    line = (f"CPU time used by other processes during the run: {100 * share:.0f}% of "
+            f"{r['cpus']} CPUs")
+    if share > 0.1:
+        line += " -- busy machine: timings and the FLOP-bound fraction are pessimistic"
+    return line
+
+
 def _fmt_mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0f} MB"
 
@@ -325,6 +386,7 @@ def report(r: dict[str, Any]) -> str:
         f"Sparse Combo Net {r['modules']}x{r['units']} (density {r['density']}), "
         f"{r['steps']} steps, batch {r['batch']}, method {r['method']}, "
         f"{r['device']} ({r['threads']} threads)",
+        _load_line(r),
         f"max relative error engine vs reference (logits, grads): {r['max_rel_err']:.2e}",
         "",
         f"{'':12s}{'forward':>12s}{'train step':>12s}{'peak memory':>14s}",
@@ -341,7 +403,7 @@ def report(r: dict[str, Any]) -> str:
                      f" forward {r['speedup_forward_vs_spec']:.2f}x")
     lines += [
         f"recurrence FLOPs: forward T(2BN^2 + 2BNn) = {r['flops_forward'] / 1e9:.1f} G, "
-        f"train 3x = {r['flops_train'] / 1e9:.1f} G",
+        f"train (forward + backward) = {r['flops_train'] / 1e9:.1f} G",
         f"achieved: train {r['gflops']:.1f} GFLOP/s, forward {r['gflops_forward']:.1f} GFLOP/s;"
         f" mm peak (B x N @ N x N) {r['peak_gflops']:.1f} GFLOP/s",
         f"fraction of the FLOP-bound limit (train): {r['fraction_of_peak']:.2f}",

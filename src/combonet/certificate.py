@@ -26,7 +26,7 @@ import torch
 
 from ._linalg import normalise, spd_sqrt
 from .engine.discretise import cayley, check_method, step_fraction
-from .modules.base import ContractingSystem, NoConstantMetricError
+from .modules.base import ContractingSystem, NoConstantMetricError, NotContractingError
 
 EXACT_MAX_N = 12
 TOL = 1e-9
@@ -212,8 +212,9 @@ def certify(model: ContractingSystem, dt: float = 0.1, method: str = "euler") ->
         rate = float(model.rate())
         try:
             m = model.metric().detach().to(torch.float64).cpu()
-        except NoConstantMetricError as err:
-            notes.append(f"no constant metric: {err}")
+        except (NoConstantMetricError, NotContractingError) as err:
+            kind = "no constant metric" if isinstance(err, NoConstantMetricError) else "no metric"
+            notes.append(f"{kind}: {err}")
             notes.append("the discrete-time map is not covered (needs a constant metric)")
             return Certificate(model.conditions(), rate, rate > 0, None, False, None,
                                model.tau, float(dt), method, alpha, None, False, False, None,

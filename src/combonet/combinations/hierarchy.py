@@ -6,6 +6,7 @@ import torch
 
 from .._linalg import spd_sqrt
 from .._metzler import closed_form_metric, rate_in_diagonal_metric
+from ..modules.base import NotContractingError
 from .base import Combination, block_lower_mask, check_systems
 
 
@@ -35,7 +36,9 @@ class Hierarchy(Combination):
         p = len(self.systems)
         rates = [s.rate() for s in self.systems]
         if min(rates) <= 0:
-            raise ValueError(f"every child of a Hierarchy must contract; child rates {rates}")
+            raise NotContractingError(
+                f"every child of a Hierarchy must contract for its metric and rate; child rates "
+                f"{rates}")
         roots = [spd_sqrt(s.metric(), diagonal=s.metric_is_diagonal()) for s in self.systems]
         b = self.masked_b().to(torch.float64)
         offs = [0, *torch.cumsum(torch.tensor(self.sizes), 0).tolist()]
@@ -68,6 +71,11 @@ class Hierarchy(Combination):
         return torch.block_diag(*inverses)
 
     def rate(self) -> float:
+        """The certified rate; with a non-contracting child, that child's (non-positive) rate
+        bound: the hierarchy is then not certified."""
         with torch.no_grad():
+            worst = min(s.rate() for s in self.systems)
+            if worst <= 0:
+                return worst
             t = self.comparison()
             return float(rate_in_diagonal_metric(t, closed_form_metric(t)))

@@ -27,7 +27,10 @@ def run(dyn: Dynamics, drive: torch.Tensor, x0: torch.Tensor | None = None, *, d
     (a transposed view of a (steps, batch, N) buffer) or the last state (batch, N).
 
     Same maps and results as :func:`run_reference`; gradients flow to ``drive``, ``x0``,
-    ``dyn.blocks`` (or ``dyn.weight`` when ``blocks`` is None) and ``dyn.coupling``.
+    ``dyn.blocks`` (or ``dyn.weight`` when ``blocks`` is None) and ``dyn.coupling``. Any
+    layout of ``drive`` works; step-major storage (``drive = d.transpose(0, 1)`` for a
+    contiguous ``d`` of shape (steps, batch, N), as :class:`SequenceClassifier` builds it)
+    is fastest: each step's drive is then one contiguous block.
     """
     alpha, x0 = check_inputs(dyn, drive, x0, dt, method)
     if FLUSH_DENORMAL and drive.device.type == "cpu":

@@ -28,7 +28,8 @@ def step_fraction(dt: float, tau: float) -> float:
     """``alpha = dt / tau``, which must lie in (0, 1]."""
     alpha = float(dt) / tau
     if not (math.isfinite(alpha) and 0 < alpha <= 1):
-        raise ValueError(f"dt / tau must lie in (0, 1], got dt={dt}, tau={tau}; lower dt")
+        fix = "lower dt" if math.isfinite(alpha) and alpha > 1 else "use a positive, finite dt"
+        raise ValueError(f"dt / tau must lie in (0, 1], got dt={dt}, tau={tau}; {fix}")
     return alpha
 
 

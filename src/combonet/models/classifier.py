@@ -43,7 +43,9 @@ class SequenceClassifier(nn.Module):
                 f"inputs must have shape (batch, steps, {self.input_size}), "
                 f"got {tuple(inputs.shape)}"
             )
-        drive = self.encoder(inputs)
+        # Step-major storage: (batch, steps, N) view of a (steps, batch, N) tensor, so that the
+        # engine reads each step's drive from one contiguous block.
+        drive = self.encoder(inputs.transpose(0, 1)).transpose(0, 1)
         return self.network(drive, dt=self.dt, method=self.method, all_states=all_states)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,12 @@
 """Contracting RNN modules (paper eq. 1), one per condition of Section 3."""
 
-from .base import ContractingModule, ContractingSystem, Dynamics, NoConstantMetricError
+from .base import (
+    ContractingModule,
+    ContractingSystem,
+    Dynamics,
+    NoConstantMetricError,
+    NotContractingError,
+)
 from .product import ProductModule
 from .sparse import SparseModule, TrainableSparseModule
 from .svd import SVDModule
@@ -8,5 +14,5 @@ from .symmetric import SymmetricModule
 from .triangular import TriangularModule
 
 __all__ = ["ContractingModule", "ContractingSystem", "Dynamics", "NoConstantMetricError",
-           "ProductModule", "SVDModule", "SparseModule", "SymmetricModule",
+           "NotContractingError", "ProductModule", "SVDModule", "SparseModule", "SymmetricModule",
            "TrainableSparseModule", "TriangularModule"]

@@ -16,6 +16,12 @@ class NoConstantMetricError(ValueError):
     """Raised by ``metric()`` when a condition gives no constant metric (Theorem 2, 6, 7)."""
 
 
+class NotContractingError(ValueError):
+    """Raised by ``metric()`` of a combination whose rule needs contracting children when one
+    of them has no positive rate (e.g. a :class:`~combonet.Hierarchy` over the unconstrained
+    control)."""
+
+
 @dataclass
 class Dynamics:
     """What the engine needs to run ``tau dx/dt = -x + W phi(x) + L x + u`` (eq. 2).
