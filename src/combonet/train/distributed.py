@@ -9,11 +9,13 @@ batch) and averages the same gradients. Only rank 0 writes files; metrics are al
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass
@@ -60,7 +62,22 @@ def setup(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, dev, here)
 
 
+def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` when several ranks run (else ``model``).
+
+    The model's buffers (masks, fixed weights) are identical on every rank, built from the
+    seed, so they are not re-broadcast before every forward pass."""
+    if not info.enabled:
+        return model
+    ids = [info.local_rank] if info.device.type == "cuda" else None
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+               else {"broadcast_buffers": False})  # the older name, deprecated in newer torch
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, **no_sync)
+
+
 def teardown(info: DistInfo) -> None:
+    """Leave the process group (when this process joined it)."""
     if info.initialised_here and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -97,4 +114,4 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
 
 
 __all__ = ["DistInfo", "all_reduce_sum", "any_rank", "barrier", "broadcast_object", "setup",
-           "teardown"]
+           "teardown", "wrap"]

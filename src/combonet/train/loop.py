@@ -15,6 +15,7 @@ The test split is evaluated and logged every epoch but never used for any decisi
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import os
@@ -230,12 +231,14 @@ class Trainer:
             ckpt.atomic_write_json(self.run_dir / CONFIG, self.config_record())
             lines = "".join(json.dumps(r) + "\n" for r in self.history)
             ckpt.atomic_write_text(self.run_dir / METRICS, lines)
-        self.net: nn.Module = self.model
-        if info.enabled:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
-                broadcast_buffers=False)
+        self.net: nn.Module = ddp.wrap(self.model, info)
         self._make_loader()
+
+    def close(self) -> None:
+        """Drop the DDP wrapper, then leave the process group the wrapper uses."""
+        self.__dict__.pop("net", None)
+        gc.collect()
+        ddp.teardown(self.info)
 
     def _make_loader(self) -> None:
         from torch.utils.data.distributed import DistributedSampler
@@ -474,9 +477,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
             result = trainer.finish("diverged", msg)
         if trainer.info.is_main and result.status == "finished":
             report(trainer, result)
+        # Ranks leave together: none tears the group down while rank 0 still writes its files.
+        ddp.barrier(trainer.info)
         return result
     finally:
-        ddp.teardown(trainer.info)
+        trainer.close()
 
 
 def report(trainer: Trainer, result: RunResult) -> None:
