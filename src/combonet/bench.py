@@ -230,6 +230,12 @@ def _machine_busy_s() -> float | None:
     return (sum(fields) - idle - guest) / hz
 
 
+def _self_cpu_s() -> float:
+    """CPU seconds this process has used (user + system)."""
+    t = os.times()
+    return t.user + t.system
+
+
 class CompetingLoad:
     """How much of the machine other processes used while the benchmark ran: the share of
     all cores' time not spent by this process (``None`` where ``/proc/stat`` is missing).
@@ -247,11 +253,6 @@ class CompetingLoad:
         wall = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
         other = (busy1 - self.busy0) - (_self_cpu_s() - self.self0)
         self.share = min(max(other / wall, 0.0), 1.0) if wall > 0 else None
-
-
-def _self_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # -- the benchmark --------------------------------------------------------------------------

@@ -74,8 +74,8 @@ class Hierarchy(Combination):
         """The certified rate; with a non-contracting child, that child's (non-positive) rate
         bound: the hierarchy is then not certified."""
         with torch.no_grad():
-            worst = min(s.rate() for s in self.systems)
-            if worst <= 0:
-                return worst
-            t = self.comparison()
+            try:
+                t = self.comparison()
+            except NotContractingError:
+                return min(s.rate() for s in self.systems)
             return float(rate_in_diagonal_metric(t, closed_form_metric(t)))
