@@ -112,8 +112,8 @@ def random_states(n: int, rng: np.random.Generator, k: int, scale: float = 2.0) 
 
 def check_model_contracts(model, seed: int, n_states: int = 4):
     """``M J + J^T M <= -2 lam M`` with the autograd Jacobian at ``n_states`` random states and
-    with ``J = (-I + W D + L) / tau`` (float64 arithmetic on the model's own ``W`` and ``L``) at
-    the vertices of the slope box."""
+    with ``J = T^{-1} (-I + W D + L)`` (float64 arithmetic on the model's own ``W``, ``L`` and
+    time constants) at the vertices of the slope box."""
     import combonet  # noqa: F401  (import error shows here, not at collection)
 
     rng = np.random.default_rng(seed)
@@ -128,9 +128,9 @@ def check_model_contracts(model, seed: int, n_states: int = 4):
     w = as_np(model.weight())
     lmat = model.coupling()
     lmat = np.zeros_like(w) if lmat is None else as_np(lmat)
-    n, tau = w.shape[0], model.tau
+    n, taus = w.shape[0], as_np(model.time_constants())
     d = slope_vertices(n, model.g, rng)
-    jacs = (-np.eye(n)[None] + w[None] * d[:, None, :] + lmat[None]) / tau
+    jacs = (-np.eye(n)[None] + w[None] * d[:, None, :] + lmat[None]) / taus[None, :, None]
     assert_contracts(jacs, m, lam, "J = (-I + W D + L) / tau at a vertex D of [0, g]^N")
     return lam
 

@@ -104,11 +104,12 @@ def test_flop_formulas_match_torch_flop_counter(mode, w_trained):
     blocks = torch.randn(p, n, n, generator=gen).requires_grad_(w_trained)
     kmat = (0.1 * torch.randn(n_units, n_units, generator=gen)).requires_grad_(True)
     act = ACTIVATIONS["relu"]
+    decay = torch.full((n_units,), 0.9)
     with FlopCounterMode(display=False) as fwd:
-        last = Recurrence.apply(drive, x0, blocks, kmat, 0.1, mode, act, False)
+        last = Recurrence.apply(drive, x0, blocks, kmat, decay, 0.9, mode, act, False)
     assert fwd.get_total_flops() == bench.recurrence_flops(bsz, steps, n_units, n)
     with FlopCounterMode(display=False) as both:
-        Recurrence.apply(drive, x0, blocks, kmat, 0.1, mode, act, False).sum().backward()
+        Recurrence.apply(drive, x0, blocks, kmat, decay, 0.9, mode, act, False).sum().backward()
     assert both.get_total_flops() == bench.train_flops(bsz, steps, n_units, n, w_trained)
     assert last.shape == (bsz, n_units)
 

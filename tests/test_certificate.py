@@ -112,8 +112,9 @@ def _check_factor(model, cert, seed, alpha, method):
     verts = slope_vertices(model.n, model.g, rng, max_all=15)
     norms = metric_norms(map_jacobians(model, verts, alpha, method), m)
     assert norms.max() <= rho * (1 + 1e-9) + 1e-12, (norms.max(), rho, describe(model))
-    if cert.discrete_exact:
-        assert norms.max() == pytest.approx(rho, rel=1e-9), "discrete_exact but not attained"
+    if cert.discrete_exact:  # attained, up to the stated float64 allowance
+        assert norms.max() == pytest.approx(rho, abs=cert.allowance + 1e-9 * rho), \
+            "discrete_exact but not attained"
     # (b) two simulated states, one step, same input: distance shrinks by at most rho
     for _ in range(4):
         xa, xb = rng.normal(0, 2, (2, model.n))
@@ -159,7 +160,7 @@ def test_discrete_bound_larger_models(sizes, common, frac, method, seed, init_sc
     _check_factor(model, cert, seed, frac, method)
 
 
-# -- 7. too large a step: not covered, max_dt given, max_dt / 2 covered ----------------------
+# -- 7. too large a step: not covered, max_dt given and covered ------------------------------
 @FAST
 @given(spec=tree_spec(max_leaves=3), common=common_spec(), method=methods,
        seed=st.integers(0, 2**16), u=st.floats(0.01, 0.999))
@@ -169,13 +170,15 @@ def test_max_dt_is_covered(spec, common, method, seed, u):
     cert = cn.certify(model, dt=dt, method=method)
     assert cert.continuous_certified
     if cert.max_dt is not None:
-        # every step up to max_dt is covered, as the certificate claims
-        below = cn.certify(model, dt=u * cert.max_dt, method=method)
-        assert below.discrete_certified, below.summary()
+        # the largest covered step is covered, as the certificate claims
+        assert cn.certify(model, dt=cert.max_dt, method=method, max_dt=False).certified
+        if method == "euler":  # the euler bound is convex in alpha: every smaller step too
+            below = cn.certify(model, dt=u * cert.max_dt, method=method, max_dt=False)
+            assert below.discrete_certified, below.summary()
         if dt <= cert.max_dt:
             assert cert.discrete_certified
     if not cert.discrete_certified:
-        assert "NOT CERTIFIED" in cert.summary()
+        assert cert.summary().splitlines()[-1].startswith("NOT CERTIFIED: ")
         if cert.discrete_exact:
             # independent evidence that the map is not a contraction at this step
             verts = slope_vertices(model.n, model.g, np.random.default_rng(seed), max_all=12)
@@ -185,10 +188,7 @@ def test_max_dt_is_covered(spec, common, method, seed, u):
         if cert.max_dt is None:
             return
         assert 0 < cert.max_dt < dt
-        assert any(f"{cert.max_dt:.4g}" in note for note in cert.notes)
-        half = cn.certify(model, dt=cert.max_dt / 2, method=method)
-        assert half.certified, half.summary()
-        assert half.discrete_factor < 1
+        assert any(f"{cert.max_dt:.6g}" in note for note in cert.notes)
 
 
 @pytest.mark.parametrize("method", ["euler", "cayley"])

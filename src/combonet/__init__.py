@@ -10,7 +10,6 @@ from .combinations import Feedback, Hierarchy, Unconstrained, random_block_mask
 from .modules import (
     ContractingModule,
     ContractingSystem,
-    Dynamics,
     NoConstantMetricError,
     NotContractingError,
     ProductModule,
@@ -30,7 +29,6 @@ __all__ = [
     "Certificate",
     "ContractingModule",
     "ContractingSystem",
-    "Dynamics",
     "Feedback",
     "Hierarchy",
     "NoConstantMetricError",

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .engine import run_reference
-from .engine.discretise import step_fraction
+from .engine.maps import step_fraction
 
 CONTENDERS = ("engine", "reference", "spec")
 
@@ -111,10 +111,10 @@ class SpecLoop(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         model = self.model
-        drive = model.encoder(inputs)
-        x = run_reference(model.network.dynamics(), drive, None, dt=model.dt,
-                          method=model.method, all_states=False)
-        return model.readout(x)
+        snap = model.snapshot()
+        drive = snap.prepare_drive(model.encoder(inputs))
+        x = run_reference(snap, drive, None, all_states=False)
+        return model.readout(snap.from_running(x))
 
 
 # -- measurements ---------------------------------------------------------------------------

@@ -1,259 +1,283 @@
-"""Certificates: the metric and rate a model contracts with, for the map it actually runs.
+"""Certificates: what the map that runs provably satisfies, computed from the tensors that run.
 
-Continuous time (DESIGN.md §2): ``M J + J^T M <= -2 lam M`` for every admissible slope matrix,
-from the model's own structure (theorems of Section 3 and combination rules of Section 2).
-
-Discrete time: with ``alpha = dt / tau``, ``mu = lam tau`` and ``K = W D + L`` in normalised
-coordinates ``K~ = M^{1/2} K M^{-1/2}`` (whose symmetric part is ``<= (1 - mu) I``):
-
-* ``euler``:  ``||I + alpha J||_M^2 <= 1 - 2 alpha mu + alpha^2 (k^2 - 1 + 2 mu)``, ``k >= ||K~||``;
-* ``cayley``: ``rho <= ||C||_M * max_i rho_i`` with the same bound per module ``i`` (the module
-  map is block diagonal) and ``||C||_M`` computed exactly (1 for eq. 3 couplings).
-
-For ``N <= 12`` the factor is also computed exactly: the map's Jacobian is affine in the slopes,
-so its ``M``-norm is largest at a vertex of the slope box; all ``2^N`` vertices are checked.
+``certify(model, dt, method)`` builds the model's snapshot (:meth:`explicit`) in the dtype the
+model runs in -- the very matrices the engine multiplies -- and bounds them in float64
+(:mod:`combonet.bounds`): the continuous-time rate by the tree's rules (theorems of Section 3,
+combination rules of Section 2) and the contraction factor of the discrete map, with a stated
+float64 rounding allowance included. Nothing is cached or trusted: metrics are candidates that
+are checked, every rate is recomputed. ``certify`` is total: for any well-formed model it
+returns a :class:`Certificate` (NOT CERTIFIED, with the reasons) instead of raising; only bad
+arguments raise ``ValueError``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-import numpy as np
 import torch
 
-from ._linalg import normalise, spd_sqrt
-from .engine.discretise import cayley, check_method, step_fraction
-from .modules.base import ContractingSystem, NoConstantMetricError, NotContractingError
+from . import bounds
+from .engine.maps import DEFAULT_METHOD, check_method, step_fraction
+from .snapshot import Explicit
 
-EXACT_MAX_N = 12
-TOL = 1e-9
+__all__ = ["Certificate", "certify"]
+
+_BUILD_ERRORS = (ValueError, RuntimeError, ArithmeticError, NotImplementedError)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Certificate:
-    """A JSON-serialisable statement of what a model provably satisfies (float64)."""
+    """A JSON-serialisable statement of what a model's running map provably satisfies."""
 
     conditions: list[str]
-    rate: float
-    continuous_certified: bool
-    metric: list[list[float]] | list[float] | None
-    metric_is_diagonal: bool
-    metric_condition_number: float | None
-    tau: float
-    dt: float
     method: str
-    alpha: float
-    discrete_factor: float | None
-    discrete_exact: bool
-    discrete_certified: bool
-    max_dt: float | None
-    coupling_skew_residual: float | None
+    dt: float
+    dtype: str
+    tau: float  # the smallest time constant
+    alpha: float  # the largest dt / tau
+    rate: float | None  # continuous-time rate of the running matrices
+    continuous_certified: bool
+    discrete_factor: float | None = None  # upper bound on the step's factor, allowance included
+    discrete_bound: float | None = None  # the analytic bound, before the allowance
+    discrete_exact: bool = False  # the factor was computed at every vertex (N <= 12)
+    discrete_certified: bool = False
+    allowance: float | None = None
+    metric: list[list[float]] | list[float] | None = None  # original coordinates
+    metric_is_diagonal: bool = False
+    metric_condition_number: float | None = None  # original coordinates
+    running_metric_condition_number: float | None = None  # coordinates the engine runs in
+    normalised_coordinates: bool = False
+    coupling_norm: float | None = None  # ||C||_M (cayley) or ||K||_M (euler)
+    coupling_skew_residual: float | None = None  # of the running K in the running metric
+    max_dt: float | None = None
+    modules: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def certified(self) -> bool:
-        """Both the continuous system and the discrete map it runs contract."""
-        return self.continuous_certified and self.discrete_certified
+        """The continuous system and the discrete map that runs both contract."""
+        return self.continuous_certified and self.discrete_certified and not self.failures
 
     @property
     def margin(self) -> float:
         """``1 - rho`` for the discrete map (negative when not covered), else the rate."""
         if self.discrete_factor is not None:
             return 1.0 - self.discrete_factor
-        return self.rate
+        return self.rate if self.rate is not None else -math.inf
 
-    def metric_matrix(self) -> np.ndarray | None:
+    def metric_matrix(self) -> Any:
+        import numpy as np
+
         if self.metric is None:
             return None
         m = np.asarray(self.metric, dtype=np.float64)
         return np.diag(m) if self.metric_is_diagonal else m
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["certified"] = self.certified
         d["margin"] = self.margin
         return d
 
-    def to_json(self, **kw) -> str:
+    def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Certificate:
-        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**fields)
+    def from_dict(cls, d: dict[str, Any]) -> Certificate:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def summary(self) -> str:
-        """A few human-readable lines."""
-        lines = [
-            f"conditions: {', '.join(self.conditions)}",
-            f"continuous-time rate lam = {self.rate:.4g} "
-            f"({'certified' if self.continuous_certified else 'NOT certified'})",
-        ]
+        """Human-readable lines; the last one is the verdict (with the first failure)."""
+        coords = "metric-normalised" if self.normalised_coordinates else "original"
+        lines = [f"conditions: {', '.join(self.conditions)}",
+                 f"map: {self.method}, dt={self.dt:g} (largest dt/tau {self.alpha:g}), the "
+                 f"{self.dtype} matrices the engine multiplies ({coords} coordinates)"]
+        if self.rate is not None:
+            verdict = "holds" if self.continuous_certified else "NOT certified"
+            lines.append(f"continuous-time rate lam = {self.rate:.4g} ({verdict})")
         if self.metric_condition_number is not None:
-            lines.append(f"metric condition number = {self.metric_condition_number:.4g}")
+            run = self.running_metric_condition_number
+            lines.append(f"metric condition number = {self.metric_condition_number:.4g}"
+                         + (f" (running coordinates: {run:.4g})" if run is not None else ""))
         if self.discrete_factor is not None:
-            kind = "exact" if self.discrete_exact else "bound"
-            lines.append(
-                f"{self.method} map, dt={self.dt:g} (alpha={self.alpha:g}): contraction factor "
-                f"rho <= {self.discrete_factor:.6f} ({kind}) -> "
-                f"{'certified' if self.discrete_certified else 'NOT certified'}"
-            )
+            kind = "exact at all slope vertices" if self.discrete_exact else "bound"
+            verdict = "holds" if self.discrete_certified else "NOT certified"
+            lines.append(f"step contraction factor rho <= {self.discrete_factor:.9f} ({kind}, "
+                         f"incl. rounding allowance {self.allowance:.1e}) -> {verdict}")
+        if self.coupling_norm is not None and self.method == "cayley":
+            lines.append(f"||C||_M - 1 = {self.coupling_norm - 1:.3g} (the coupling step)")
         if self.max_dt is not None:
-            lines.append(f"largest dt covered by this certificate: {self.max_dt:.4g}")
+            lines.append(f"largest dt covered: {self.max_dt:.6g}")
         lines += self.notes
-        lines.append("CERTIFIED" if self.certified else "NOT CERTIFIED")
+        if self.certified:
+            lines.append("CERTIFIED")
+        else:
+            reason = self.failures[0] if self.failures else "the discrete map is not covered"
+            lines.append(f"NOT CERTIFIED: {reason}")
         return "\n".join(lines)
 
 
-def _leaf_bounds(model: ContractingSystem) -> list[tuple[float, float]]:
-    """Per leaf: ``(mu_i, k_i)``, dimensionless rate and bound on ``||M^{1/2} W D M^{-1/2}||``."""
+def _network(model: Any) -> tuple[Any, float | None, str | None]:
+    """A SequenceClassifier-like model -> (its network, its dt, its method)."""
+    from .modules.base import ContractingSystem
+
+    if isinstance(model, ContractingSystem):
+        return model, None, None
+    net = getattr(model, "network", None)
+    if isinstance(net, ContractingSystem):
+        return net, getattr(model, "dt", None), getattr(model, "method", None)
+    raise ValueError(f"certify needs a combonet module, combination or classifier with a "
+                     f"'network', got {type(model).__name__}")
+
+
+def _model_dtype(net: Any) -> torch.dtype:
+    ref = net._reference()
+    return ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+
+
+def certify(model: Any, dt: float | None = None, method: str | None = None, *,
+            dtype: torch.dtype | None = None, max_dt: bool = True) -> Certificate:
+    """Certify the map ``method`` with step ``dt`` of ``model`` (a module, a combination or a
+    classifier, whose own ``dt`` and ``method`` are the defaults) as it runs in ``dtype``
+    (default: the model's). ``max_dt=False`` skips the search for the largest covered step."""
+    net, model_dt, model_method = _network(model)
+    method = check_method(method or model_method or DEFAULT_METHOD)
+    dt = dt if dt is not None else (model_dt if model_dt is not None else 0.1)
+    alpha = step_fraction(dt, net.tau)
+    dtype = dtype or _model_dtype(net)
+    cert = _evaluate(net, float(dt), method, dtype, alpha)
+    if max_dt and cert.continuous_certified:
+        cert.max_dt = _largest_dt(net, method, dtype, float(dt), cert.discrete_certified)
+        if not cert.discrete_certified and cert.max_dt is not None:
+            cert.notes.append(f"dt <= {cert.max_dt:.6g} would be covered")
+    return cert
+
+
+def _build(net: Any, dt: float, method: str, dtype: torch.dtype) -> Explicit:
+    with torch.no_grad():
+        return net.explicit(dt=dt, method=method, dtype=dtype)
+
+
+def _nonfinite(snap: Explicit) -> list[str]:
     out = []
-    for leaf in model.leaves():
-        w = leaf.weight().detach().to(torch.float64).cpu()
-        m = leaf.metric().detach().to(torch.float64).cpu()
-        s, si = spd_sqrt(m, diagonal=leaf.metric_is_diagonal())
-        if leaf.metric_is_diagonal():
-            k = leaf.g * float(torch.linalg.matrix_norm(normalise(w, s, si), ord=2))
-        else:
-            k = leaf.g * float(torch.linalg.matrix_norm(s @ w, ord=2)
-                               * torch.linalg.matrix_norm(si, ord=2))
-        out.append((leaf.rate() * leaf.tau, k))
+    for leaf in snap.tree.leaves():
+        blk = snap.weight_matrix()[leaf.start:leaf.stop, leaf.start:leaf.stop]
+        if not bool(torch.isfinite(blk).all()):
+            out.append(f"{leaf.label}: its running weights are not finite")
+    for name in ("coupling", "kmat", "scale", "decay"):
+        t = getattr(snap, name)
+        if t is not None and not bool(torch.isfinite(t).all()):
+            out.append(f"the running {name} of {snap.tree.label} is not finite")
     return out
 
 
-def _rho_bound(alpha: float, mu: float, k: float) -> float:
-    """``sqrt(1 - 2 alpha mu + alpha^2 (k^2 - 1 + 2 mu))`` (see module docstring)."""
-    return math.sqrt(max(0.0, 1 - 2 * alpha * mu + alpha**2 * (k**2 - 1 + 2 * mu)))
+def _evaluate(net: Any, dt: float, method: str, dtype: torch.dtype,
+              alpha: float) -> Certificate:
+    base = {"conditions": list(net.conditions()), "method": method, "dt": dt,
+            "dtype": str(dtype).replace("torch.", ""), "tau": float(net.tau), "alpha": alpha}
+    try:
+        snap = _build(net, dt, method, dtype)
+    except _BUILD_ERRORS as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        return Certificate(**base, rate=None, continuous_certified=False,
+                           failures=[f"the running matrices cannot be built: {reason}"])
+    failures = _nonfinite(snap)
+    if failures:
+        return Certificate(**base, rate=None, continuous_certified=False, failures=failures)
+    return _from_snapshot(snap, base)
 
 
-class _Discrete:
-    """Discrete contraction factor of one model for a given method, as a function of alpha."""
-
-    def __init__(self, model: ContractingSystem, m: torch.Tensor, method: str) -> None:
-        self.model, self.method = model, method
-        self.s, self.si = spd_sqrt(m, diagonal=model.metric_is_diagonal())
-        lmat = model.coupling()
-        self.l = None if lmat is None else lmat.detach().to(torch.float64).cpu()
-        self.w = model.weight().detach().to(torch.float64).cpu()
-        self.leaves = _leaf_bounds(model)
-        self.mu = model.rate() * model.tau
-        l_norm = 0.0 if self.l is None else float(
-            torch.linalg.matrix_norm(normalise(self.l, self.s, self.si), ord=2))
-        self.k = max(k for _, k in self.leaves) + l_norm
-
-    def bound(self, alpha: float) -> float:
-        if self.method == "euler":
-            return _rho_bound(alpha, self.mu, self.k)
-        rho_mod = max(_rho_bound(alpha, mu, k) for mu, k in self.leaves)
-        return self.c_norm(alpha) * rho_mod
-
-    def c_norm(self, alpha: float) -> float:
-        if self.l is None:
-            return 1.0
-        c = normalise(cayley(self.l, alpha), self.s, self.si)
-        return float(torch.linalg.matrix_norm(c, ord=2))
-
-    def exact(self, alpha: float) -> float:
-        n, g = self.w.shape[0], self.model.g
-        eye = torch.eye(n, dtype=torch.float64)
-        c = eye if (self.method == "euler" or self.l is None) else cayley(self.l, alpha)
-        best = 0.0
-        for vertex in itertools.product((0.0, g), repeat=n):
-            d = torch.tensor(vertex, dtype=torch.float64)
-            a = (1 - alpha) * eye + alpha * self.w * d[None, :]
-            if self.method == "euler" and self.l is not None:
-                a = a + alpha * self.l
-            a = c @ a
-            best = max(best, float(torch.linalg.matrix_norm(normalise(a, self.s, self.si),
-                                                           ord=2)))
-        return best
-
-    def is_metric_skew(self) -> bool:
-        """Whether ``L`` is skew in ``M`` (eq. 3): then ``||C||_M = 1`` for every step size."""
-        if self.l is None:
-            return True
-        lt = normalise(self.l, self.s, self.si)
-        scale = max(float(torch.linalg.matrix_norm(lt)), 1e-300)
-        return float(torch.linalg.matrix_norm(lt + lt.T)) <= 1e-12 * scale
-
-    def max_alpha(self) -> float:
-        """Largest alpha in (0, 1] below which the bound is < 1 (closed form where the bound
-        is a quadratic in alpha, else the largest point of a geometric grid)."""
-        if self.method == "euler":
-            return _quadratic_max_alpha(self.mu, self.k)
-        if self.is_metric_skew():
-            return min(_quadratic_max_alpha(mu, k) for mu, k in self.leaves)
-        good = 0.0
-        for a in np.geomspace(1e-4, 1.0, 25):
-            if self.bound(float(a)) < 1 - TOL:
-                good = float(a)
-            else:
-                break
-        return good
-
-
-def _quadratic_max_alpha(mu: float, k: float) -> float:
-    """Largest alpha in (0, 1] with ``1 - 2 alpha mu + alpha^2 (k^2 - 1 + 2 mu) < 1``."""
-    if mu <= 0:
-        return 0.0
-    denom = k**2 - 1 + 2 * mu
-    return 1.0 if denom <= 0 else min(1.0, 2 * mu / denom * (1 - 1e-9))
-
-
-def certify(model: ContractingSystem, dt: float = 0.1, method: str = "euler") -> Certificate:
-    """Certify ``model`` (module or combination) for the map ``method`` with step ``dt``."""
-    check_method(method)
-    alpha = step_fraction(dt, model.tau)
+def _from_snapshot(snap: Explicit, base: dict[str, Any]) -> Certificate:
+    cont = bounds.continuous_rate(snap)
+    failures = list(cont.failures)
     notes: list[str] = []
-    with torch.no_grad():
-        rate = float(model.rate())
-        try:
-            m = model.metric().detach().to(torch.float64).cpu()
-        except (NoConstantMetricError, NotContractingError) as err:
-            kind = "no constant metric" if isinstance(err, NoConstantMetricError) else "no metric"
-            notes.append(f"{kind}: {err}")
-            notes.append("the discrete-time map is not covered (needs a constant metric)")
-            return Certificate(model.conditions(), rate, rate > 0, None, False, None,
-                               model.tau, float(dt), method, alpha, None, False, False, None,
-                               None, notes)
-        evals = torch.linalg.eigvalsh((m + m.T) / 2)
-        cond = float(evals[-1] / evals[0])
-        residual = _skew_residual(model, m)
-        disc = _Discrete(model, m, method)
-        factor = disc.bound(alpha)
-        exact = False
-        if model.n <= EXACT_MAX_N:
-            factor = min(factor, disc.exact(alpha))
-            exact = True
-        max_dt = disc.max_alpha() * model.tau
-    continuous = rate > 0
-    if not continuous:
-        notes.append(f"the continuous-time rate bound {rate:.4g} is not positive: no guarantee")
-    discrete = continuous and factor < 1 - TOL
-    if continuous and not discrete:
-        notes.append(
-            f"continuous time is certified, but the {method} map with dt={dt:g} is not covered; "
-            f"dt <= {max_dt:.4g} would be" if max_dt > 0 else
-            f"continuous time is certified, but no step size of the {method} map is covered"
-        )
-    diagonal = model.metric_is_diagonal()
-    metric = torch.diagonal(m).tolist() if diagonal else m.tolist()
-    return Certificate(model.conditions(), rate, continuous, metric, diagonal, cond, model.tau,
-                       float(dt), method, alpha, factor, exact, discrete,
-                       max_dt if max_dt > 0 else None, residual, notes)
+    rate = cont.rate
+    continuous = math.isfinite(rate) and rate > 0 and not failures
+    if not (rate > 0) and not failures:
+        failures.append(f"the continuous-time rate bound {rate:.4g} is not positive")
+    modules = [{"module": r.label, "rule": r.rule, "rate": _num(r.rate)}
+               for r in cont.root.flat() if r.kind == "leaf"]
+    cert = Certificate(**base, rate=_num(rate), continuous_certified=continuous,
+                       modules=modules, failures=failures, notes=notes,
+                       normalised_coordinates=snap.normalised)
+    if snap.tree.metric is None:
+        notes.append("no constant metric (the proof uses a state-dependent one): the "
+                     "discrete-time map is not covered")
+        if not failures:
+            failures.append(f"{snap.tree.label}: no constant metric, so the discrete map "
+                            "is not covered")
+        return cert
+    try:
+        disc = bounds.discrete_factor(snap, rate=rate if math.isfinite(rate) else None)
+    except ValueError as err:
+        failures.append(f"{snap.tree.label}: {err}")
+        return cert
+    _fill_metric(cert, snap, disc)
+    for m, f in zip(modules, disc.leaf_factors, strict=True):
+        m["step_factor"] = _num(f)
+    cert.discrete_factor = _num(disc.factor)
+    cert.discrete_bound = _num(disc.bound)
+    cert.discrete_exact = disc.exact is not None
+    cert.allowance = disc.allowance
+    cert.coupling_norm = _num(disc.coupling_norm) if disc.coupling_norm is not None else None
+    cert.coupling_skew_residual = disc.skew_residual
+    cert.discrete_certified = continuous and disc.factor < 1
+    if continuous and not disc.factor < 1:
+        failures.append(f"the {base['method']} map with dt={base['dt']:g} is not a contraction "
+                        f"by this certificate (factor bound {disc.factor:.9f} >= 1)")
+    return cert
 
 
-def _skew_residual(model: ContractingSystem, m: torch.Tensor) -> float | None:
-    """``||M L + L^T M|| / (||M|| ||L||)`` for the model's own feedback coupling (eq. 3)."""
-    from .combinations import Feedback
+def _fill_metric(cert: Certificate, snap: Explicit, disc: bounds.DiscreteResult) -> None:
+    """The candidate metric in original coordinates, ``M_x = S M_run S``."""
+    m = bounds.f64(snap.tree.metric)
+    s = bounds.f64(snap.scale)
+    if m.dim() == 1:
+        mx = m * s**2
+        cert.metric, cert.metric_is_diagonal = mx.tolist(), True
+        cert.metric_condition_number = float(mx.max() / mx.min())
+    else:
+        mx = m * s[:, None] * s[None, :]
+        cert.metric = mx.tolist()
+        ev = torch.linalg.eigvalsh((mx + mx.T) / 2)
+        cert.metric_condition_number = float(ev[-1] / ev[0])
+    cert.running_metric_condition_number = disc.metric_condition_number
 
-    if not isinstance(model, Feedback):
+
+def _num(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _verdict(net: Any, dt: float, method: str, dtype: torch.dtype) -> bool:
+    alpha = step_fraction(dt, net.tau)
+    return _evaluate(net, dt, method, dtype, alpha).certified
+
+
+def _largest_dt(net: Any, method: str, dtype: torch.dtype, dt: float,
+                certified: bool, rel: float = 1e-3) -> float | None:
+    """The largest step (to relative precision ``rel``) at which ``certify`` says CERTIFIED,
+    found by bisection on full evaluations, so that ``certify(model, dt=max_dt)`` holds."""
+    top = float(net.tau)
+    if (certified and dt == top) or _verdict(net, top, method, dtype):
+        return top
+    lo = dt if certified else None
+    probe = dt
+    while lo is None and probe > top * 1e-6:
+        probe /= 4
+        if _verdict(net, probe, method, dtype):
+            lo = probe
+    if lo is None:
         return None
-    lmat = model.own_coupling(torch.float64).detach().cpu()
-    denom = float(torch.linalg.matrix_norm(m) * torch.linalg.matrix_norm(lmat))
-    if denom == 0:
-        return 0.0
-    return float(torch.linalg.matrix_norm(m @ lmat + lmat.T @ m)) / denom
+    hi = top
+    while hi / lo > 1 + rel:
+        mid = math.sqrt(lo * hi)
+        if _verdict(net, mid, method, dtype):
+            lo = mid
+        else:
+            hi = mid
+    return lo

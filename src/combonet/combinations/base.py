@@ -1,4 +1,11 @@
-"""Shared machinery of combinations: children, the coupling parameter ``B`` and its mask."""
+"""Shared machinery of combinations: children, the coupling parameter ``B`` and its masks.
+
+Each combination rule allows couplings only between some blocks (``structure()``: below the
+block diagonal for feedback and hierarchy, off the diagonal for the unconstrained control).
+That pattern is structural -- recomputed from the children's sizes at every use, never read
+from a buffer -- and the user's ``mask`` buffer (sparse coupling, lesions) can only remove
+entries from it: a loaded mask that opens other blocks is refused.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ import torch
 from torch import nn
 
 from .._validate import positive, same
-from ..modules.base import ContractingSystem
+from ..modules.base import Build, ContractingSystem
+from ..snapshot import Node
 
 
 def block_ids(sizes: Sequence[int]) -> torch.Tensor:
@@ -18,15 +26,15 @@ def block_ids(sizes: Sequence[int]) -> torch.Tensor:
                                    torch.tensor(list(sizes), dtype=torch.long))
 
 
-def off_diagonal_mask(systems: Sequence[ContractingSystem]) -> torch.Tensor:
+def off_diagonal_mask(sizes: Sequence[int]) -> torch.Tensor:
     """``N x N`` mask of unit pairs in different children."""
-    ids = block_ids([s.n for s in systems])
+    ids = block_ids(sizes)
     return (ids[:, None] != ids[None, :]).float()
 
 
-def block_lower_mask(systems: Sequence[ContractingSystem]) -> torch.Tensor:
+def block_lower_mask(sizes: Sequence[int]) -> torch.Tensor:
     """``N x N`` mask of unit pairs ``(i, j)`` whose child of ``i`` comes after that of ``j``."""
-    ids = block_ids([s.n for s in systems])
+    ids = block_ids(sizes)
     return (ids[:, None] > ids[None, :]).float()
 
 
@@ -59,15 +67,15 @@ class Combination(ContractingSystem):
     """Children plus a trainable coupling parameter ``B`` (``N x N``), masked."""
 
     rule: str = ""
+    kind: str = ""
 
     def __init__(self, systems: Sequence[ContractingSystem], *, init_scale: float = 1.0,
-                 mask: torch.Tensor | np.ndarray | None = None, seed: int | None = None,
-                 allowed: torch.Tensor | None = None) -> None:
+                 mask: torch.Tensor | np.ndarray | None = None,
+                 seed: int | None = None) -> None:
         super().__init__()
         systems = check_systems(systems)
         self.systems = nn.ModuleList(systems)
         self.sizes = [s.n for s in systems]
-        tau = same("tau", [s.tau for s in systems], "the time constant")
         same("g", [s.g for s in systems], "the activation slope bound")
         names = {s.activation.name for s in systems}
         if len(names) > 1:
@@ -75,10 +83,9 @@ class Combination(ContractingSystem):
                 f"all modules combined must use one activation, got {sorted(names)}; "
                 "build them with the same activation"
             )
-        self._init_common(sum(self.sizes), systems[0].activation, tau)
+        self._init_common(sum(self.sizes), systems[0].activation, None)
         n, p = self.n, len(systems)
-        if allowed is None:
-            allowed = torch.ones(n, n)
+        allowed = self.structure()
         if mask is not None:
             mask = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
             if mask.shape == (p, p):
@@ -95,10 +102,38 @@ class Combination(ContractingSystem):
         b = torch.randn(n, n, generator=gen) * init_scale / n**0.5
         self.b = nn.Parameter(b.to(torch.get_default_dtype()) * self.mask)
 
+    # -- structure ------------------------------------------------------------------------
+    def structure(self) -> torch.Tensor:
+        """The ``N x N`` 0/1 pattern of couplings this rule allows (from the sizes)."""
+        raise NotImplementedError
+
     def masked_b(self) -> torch.Tensor:
-        return self.b * self.mask
+        """``B`` restricted to the rule's structure and the user's mask."""
+        allowed = self.structure().to(dtype=self.b.dtype, device=self.b.device)
+        return self.b * (self.mask * allowed)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "mask"
+        if key in state_dict:
+            m = state_dict[key]
+            if tuple(m.shape) == (self.n, self.n):
+                outside = (m != 0) & (self.structure().to(m.device) == 0)
+                if bool(outside.any()) or not bool(((m == 0) | (m == 1)).all()):
+                    raise ValueError(
+                        f"the loaded {key} of {type(self).__name__} is not a 0/1 subset of the "
+                        f"blocks the rule allows ({self.rule}); it was edited or belongs to "
+                        "another model, so it is refused"
+                    )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- structure shared by every combination -------------------------------------------
+    @property
+    def tau(self) -> float:
+        return min(s.tau for s in self.systems)
+
+    def time_constants(self) -> torch.Tensor:
+        return torch.cat([s.time_constants() for s in self.systems])
+
     def weight_blocks(self) -> list[torch.Tensor]:
         return [b for s in self.systems for b in s.weight_blocks()]
 
@@ -120,7 +155,8 @@ class Combination(ContractingSystem):
         ])
 
     def own_coupling(self) -> torch.Tensor:
-        """The coupling this combination adds (eq. 3 for feedback)."""
+        """The coupling ``L`` this combination adds, original coordinates (eq. 3 for
+        feedback)."""
         raise NotImplementedError
 
     def coupling(self) -> torch.Tensor:
@@ -128,16 +164,23 @@ class Combination(ContractingSystem):
         inner = self.inner_coupling()
         return own if inner is None else own + inner
 
-    def children_metric(self, inverse: bool = False) -> torch.Tensor:
-        """``blockdiag(M_i)`` (or its inverse), float64."""
+    def check_constant_metrics(self) -> None:
+        """``ValueError`` unless every child has a constant metric."""
         for s in self.systems:
             if not s.has_constant_metric:
                 raise ValueError(
                     f"{type(s).__name__} ({s.theorem}) has no constant metric, so it cannot be "
                     f"combined by {type(self).__name__}; use Theorem 1, 3, 4 or 5 modules"
                 )
+
+    def children_metric(self, inverse: bool = False) -> torch.Tensor:
+        """``blockdiag(P_i)`` (or its inverse), float64."""
+        self.check_constant_metrics()
         mats = [s.metric_inverse() if inverse else s.metric() for s in self.systems]
         return torch.block_diag(*mats)
+
+    def children_metric_diagonal(self) -> torch.Tensor:
+        return torch.cat([s.metric_diagonal() for s in self.systems])
 
     def metric_is_diagonal(self) -> bool:
         return all(s.metric_is_diagonal() for s in self.systems)
@@ -147,6 +190,40 @@ class Combination(ContractingSystem):
         for s in self.systems:
             out += [c for c in s.conditions() if c not in out]
         return out
+
+    # -- the snapshot ---------------------------------------------------------------------
+    def _own_running(self, ctx: Build, start: int) -> torch.Tensor:
+        """This rule's own ``K = A S L S^{-1}`` on its units, run dtype."""
+        raise NotImplementedError
+
+    def _scaled_b(self, ctx: Build, start: int) -> torch.Tensor:
+        """``A S B S^{-1}`` (masked) in the run dtype."""
+        s = ctx.scale[start:start + self.n]
+        ratio = (s[:, None] / s[None, :]).to(ctx.dtype)
+        return self.masked_b().to(ctx.dtype) * ratio * ctx.alpha_run[start:start + self.n, None]
+
+    def _weights(self) -> tuple[float, ...]:
+        return ()
+
+    def _build(self, ctx: Build, start: int, path: str):
+        weights, ks, children = [], [], []
+        off, inner = start, False
+        for i, sys in enumerate(self.systems):
+            w, k, node = sys._build(ctx, off, f"{path}systems.{i}.")
+            weights += w
+            inner = inner or k is not None
+            ks.append(k if k is not None else torch.zeros(sys.n, sys.n, dtype=ctx.dtype,
+                                                          device=ctx.device))
+            children.append(node)
+            off += sys.n
+        k = self._own_running(ctx, start)
+        if inner:  # children's couplings sit on the diagonal blocks, where k is 0: exact
+            k = k + torch.block_diag(*ks)
+        label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(sizes={self.sizes})"
+        node = Node(self.kind, label, self.rule, start, off, tuple(children),
+                    self._running_metric(ctx.scale[start:off]), self.g, "", None,
+                    self._weights())
+        return weights, k, node
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, N={self.n}"

@@ -1,31 +1,29 @@
-"""The fast recurrence engine: the maps of ``discretise`` with a hand-written BPTT.
+"""The fast recurrence engine: a snapshot's map with a hand-written BPTT, one backward per map.
 
-Forward, per step (``alpha = dt / tau``, rows of ``x`` are samples, DESIGN.md §1-2)::
+Forward, per step (rows of ``y`` are samples; :mod:`combonet.snapshot` defines the tensors)::
 
-    h = alpha phi(x) W^T                 one bmm over the diagonal blocks of W
-    euler:  x+ = x A^T + h + alpha u     A = (1 - alpha) I + alpha L   (one addmm)
-    cayley: z  = (1 - alpha) x + h + alpha u;  x+ = z C^T               (one mm)
-    plain (L is None): x+ = (1 - alpha) x + h + alpha u
+    h = phi(y) W_a^T                     one bmm over the diagonal blocks of W_a
+    cayley: z = b * y + h + d;  y+ = z C^T        (one mm)
+    euler:  y+ = y A_e^T + h + d                  (one addmm)
+    none:   y+ = b * y + h + d                    (no coupling)
 
-``A`` / ``C`` and the scaled blocks are built once per forward pass, states go into one
-preallocated ``(steps + 1, batch, N)`` buffer (``out=`` everywhere, no per-step autograd graph).
+States go into one preallocated ``(steps + 1, batch, N)`` buffer (``out=`` everywhere, no
+per-step autograd graph). Backward, with ``e = dLoss/dy_{k+1}`` and ``ez = dLoss/dz_k`` (which
+is also the gradient of the drive ``d_k`` and of ``h_k``; ``g`` stays the slope bound), per
+step only the state recursion::
 
-Backward (:class:`Recurrence`), per step only the state-gradient recursion, with
-``g = dLoss/dx_{k+1}`` and ``gh = dLoss/dh`` (the gradient of the drive ``u_k`` too)::
+    cayley: ez = e C;   dy_k = b * ez + (ez W_a) * phi'(y_k)
+    euler:  ez = e;     dy_k = e A_e + (e W_a) * phi'(y_k)
+    none:   ez = e;     dy_k = b * e + (e W_a) * phi'(y_k)
 
-    euler:  gh = alpha g;        dx_k = g A + (alpha g W) * phi'(x_k)
-    cayley: gh = alpha g C;      dx_k = (1 - alpha)/alpha gh + (gh W) * phi'(x_k)
+and then ONE product per weight over all ``steps * batch`` rows: ``dW_a = EZ^T phi(Y)`` (one
+bmm over blocks), ``dC = E^T Z`` or ``dA_e = E^T Y``, ``db = sum(EZ * Y)``. Autograd outside
+handles ``C = cayley(K)``, eq. 3, masks, time constants and the change of coordinates.
 
-(two matmuls + elementwise). The weight gradients are then ONE product each over all
-``steps * batch`` rows: ``dW_i = GH_i^T Phi_i`` (one bmm over blocks), ``dC = G^T Z`` (cayley)
-or ``dL = alpha G^T X`` (euler). Autograd outside handles ``C = cayley(L)``, eq. 3, masks, SVD.
-
-Memory (T steps, one unit = batch * N floats): forward keeps the states (T + 1) and, for
-cayley with a trainable ``C``, the pre-coupling states ``Z`` (T); backward adds ``G`` (T) and
-the drive gradient (T, cayley only); ``phi(X)`` reuses ``G`` (cayley) or takes one more unit
-(euler). Saved tensors are never written, so ``retain_graph=True`` works.
-
-Device-agnostic (only torch ops with ``out=``); it has only been run on CPU here.
+Memory (T steps, one unit = batch * N floats): forward keeps the states (T + 1) and, for cayley
+with a trainable ``C``, the pre-coupling states ``Z`` (T); backward adds ``E`` / ``EZ`` (T each
+where needed) and ``phi(Y)`` (reusing ``E`` for cayley). Saved tensors are never written, so
+``retain_graph=True`` works. Device-agnostic (only torch ops with ``out=``).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from ..activations import Activation
 #: Steps per chunk when ``phi`` is applied to many stored states at once (bounds temporaries).
 CHUNK_STEPS = 64
 
-MODES = ("plain", "euler", "cayley")
+Decay = torch.Tensor | float
 
 
 def blockview(t: torch.Tensor, p: int) -> torch.Tensor:
@@ -67,41 +65,46 @@ def activate(act: Activation, x: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     return act.fn(x)
 
 
-def times_slope(act: Activation, grad: torch.Tensor, x: torch.Tensor,
+def times_slope(act: Activation, upstream: torch.Tensor, x: torch.Tensor,
                 out: torch.Tensor) -> None:
-    """``out = grad * phi'(x)``; one fused kernel for ReLU (two for tanh)."""
+    """``out = upstream * phi'(x)``; one fused kernel for ReLU (two for tanh)."""
     if act.fn is torch.relu:
-        torch.ops.aten.threshold_backward.grad_input(grad, x, 0, grad_input=out)
+        torch.ops.aten.threshold_backward.grad_input(upstream, x, 0, grad_input=out)
     elif act.fn is torch.tanh:
-        torch.ops.aten.tanh_backward.grad_input(grad, torch.tanh(x), grad_input=out)
+        torch.ops.aten.tanh_backward.grad_input(upstream, torch.tanh(x), grad_input=out)
     else:
-        torch.mul(grad, act.slope(x), out=out)
+        torch.mul(upstream, act.slope(x), out=out)
+
+
+def add_decay(dst: torch.Tensor, x: torch.Tensor, decay: Decay) -> None:
+    """``dst += b * x`` with ``b`` a float (uniform) or a per-unit vector."""
+    if isinstance(decay, float):
+        if decay != 0:
+            dst.add_(x, alpha=decay)
+    else:
+        dst.addcmul_(x, decay)
 
 
 def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tensor,
-                       kmat: torch.Tensor | None, alpha: float, mode: str, act: Activation,
+                       kmat: torch.Tensor | None, decay: Decay, mode: str, act: Activation,
                        states: torch.Tensor, zbuf: torch.Tensor | None = None) -> torch.Tensor:
     """Run the map over ``drive`` (batch, steps, N) into ``states``; return the last state.
 
-    ``blocks`` (p, n, n) are the diagonal blocks of ``W`` (``W[None]`` when dense), ``kmat`` is
-    ``L`` (euler) or ``C`` (cayley). ``states`` is ``(steps + 1, batch, N)`` (all states are
+    ``blocks`` (p, n, n) are the diagonal blocks of ``W_a``, ``kmat`` is ``C`` (cayley) or
+    ``A_e`` (euler), ``decay`` is ``b``. ``states`` is ``(steps + 1, batch, N)`` (all states
     kept) or ``(2, batch, N)`` (a ring: only the last state is kept). ``zbuf`` (steps, batch, N)
     receives the cayley pre-coupling states for the backward pass.
     """
     bsz, steps, n_units = drive.shape
     p, n = blocks.shape[0], n_units // blocks.shape[0]
-    awt = (alpha * blocks).transpose(1, 2)  # alpha W_i^T, built once
-    if mode == "euler":
-        eye = torch.eye(n_units, dtype=kmat.dtype, device=kmat.device)
-        kt = ((1 - alpha) * eye + alpha * kmat).T  # A^T
-    elif mode == "cayley":
-        kt = kmat.T  # C^T
+    wt = blocks.transpose(1, 2)  # W_a,i^T
+    kt = kmat.T if kmat is not None else None
     hbuf = drive.new_empty(p, bsz, n)
-    hview = hbuf.transpose(0, 1)  # (batch, p, n) view of alpha phi(x) W^T
+    hview = hbuf.transpose(0, 1)  # (batch, p, n) view of h
     sbuf = drive.new_empty(bsz, n_units)
     sblocks = blockview(sbuf, p)
     tmp = drive.new_empty(bsz, n_units)
-    # Per-step views, made once: x_k (batch, N) and its (batch, p, n) split, u_k, z_k.
+    # Per-step views, made once: y_k (batch, N) and its (batch, p, n) split, d_k, z_k.
     ring = states.shape[0] == 2 and steps > 1
     xs, x3 = states.unbind(0), states.view(-1, bsz, p, n).unbind(0)
     us = drive.view(bsz, steps, p, n).unbind(1)
@@ -111,126 +114,191 @@ def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tens
         i, j = (k & 1, (k + 1) & 1) if ring else (k, k + 1)
         x, xn = xs[i], xs[j]
         s = activate(act, x, sbuf)
-        torch.bmm(sblocks if s is sbuf else blockview(s, p), awt, out=hbuf)
+        torch.bmm(sblocks if s is sbuf else blockview(s, p), wt, out=hbuf)
         if mode == "cayley":
             z = zs[k] if zs is not None else tmp
-            torch.add(hview, us[k], alpha=alpha, out=z.view(bsz, p, n))
-            z.add_(x, alpha=1 - alpha)
+            torch.add(hview, us[k], out=z.view(bsz, p, n))
+            add_decay(z, x, decay)
             torch.mm(z, kt, out=xn)
         elif mode == "euler":
-            torch.add(hview, us[k], alpha=alpha, out=tmp.view(bsz, p, n))
+            torch.add(hview, us[k], out=tmp.view(bsz, p, n))
             torch.addmm(tmp, x, kt, out=xn)
         else:
-            torch.add(hview, us[k], alpha=alpha, out=x3[j])
-            xn.add_(x, alpha=1 - alpha)
+            torch.add(hview, us[k], out=x3[j])
+            add_decay(xn, x, decay)
     return xs[steps & 1 if ring else steps]
 
 
+class _Rows:
+    """Per-step views of a ``(steps or 1 or 2, batch, N)`` buffer: rows and (p, batch, n)."""
+
+    def __init__(self, buf: torch.Tensor, steps: int, p: int) -> None:
+        bsz, n_units = buf.shape[1], buf.shape[2]
+        self.buf, self.steps = buf, steps
+        self.rows = list(buf.unbind(0))
+        self.blocks = list(buf.view(-1, bsz, p, n_units // p).transpose(1, 2).unbind(0))
+
+    def row(self, k: int) -> torch.Tensor:
+        return self.rows[k % len(self.rows)]
+
+    def block(self, k: int) -> torch.Tensor:
+        return self.blocks[k % len(self.blocks)]
+
+
+def _weight_grad(upstream: torch.Tensor, phi: torch.Tensor, p: int) -> torch.Tensor:
+    """``dW_a,i = sum over steps and samples of upstream_i^T phi_i`` for every block (one bmm)."""
+    rows = upstream.shape[0] * upstream.shape[1]
+    up = upstream.reshape(rows, p, -1).permute(1, 2, 0)
+    return torch.bmm(up, phi.reshape(rows, p, -1).transpose(0, 1))
+
+
+def _seed(grad_out: torch.Tensor, all_states: bool, dst: torch.Tensor, steps: int) -> list:
+    """Put ``dLoss/dy_T`` into ``dst``; return the per-step output gradients (or [])."""
+    go = list(grad_out.unbind(0)) if all_states else []
+    dst.copy_(go[steps - 1] if all_states else grad_out)
+    return go
+
+
+def _backward_cayley(ctx: Any, grad_out: torch.Tensor) -> tuple:
+    states, zbuf, blocks, kmat, decay_t = ctx.saved_tensors
+    decay = ctx.uniform if ctx.uniform is not None else decay_t
+    need_u, need_x0, need_w, need_k, need_b = ctx.needs_input_grad[:5]
+    act, all_states = ctx.act, ctx.all_states
+    steps, bsz, n_units = states.shape
+    steps -= 1
+    p = blocks.shape[0]
+    shape3 = (bsz, p, n_units // p)
+    grads = _Rows(states.new_empty(steps if need_k else 2, bsz, n_units), steps, p)
+    grads_z = _Rows(states.new_empty(steps if (need_u or need_w or need_b) else 1, bsz, n_units),
+               steps, p)
+    gx0 = states.new_empty(bsz, n_units)
+    sbuf = states.new_empty(p, bsz, n_units // p)
+    sview = sbuf.transpose(0, 1)
+    x3 = states.view(-1, *shape3).unbind(0)
+    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
+    for k in range(steps - 1, -1, -1):
+        gz_k = grads_z.row(k)
+        torch.mm(grads.row(k), kmat, out=gz_k)  # ez = e C
+        dst = grads.row(k - 1) if k > 0 else gx0
+        torch.bmm(grads_z.block(k), blocks, out=sbuf)  # ez W_a
+        times_slope(act, sview, x3[k], dst.view(shape3))
+        add_decay(dst, gz_k, decay)
+        if all_states and k > 0:
+            dst.add_(go[k - 1])
+    rows, prev = steps * bsz, states[:-1]
+    grad_k = grad_w = grad_b = None
+    if need_k:  # dC = E^T Z
+        grad_k = grads.buf.view(rows, n_units).T @ zbuf.view(rows, n_units)
+    if need_b:
+        grad_b = (grads_z.buf * prev).sum((0, 1))
+    if need_w:  # phi(Y) into E once dC is done (same shape), else a new buffer
+        phi = grads.buf if grads.buf.shape[0] == steps else torch.empty_like(prev)
+        activate_all(act, prev, phi)
+        grad_w = _weight_grad(grads_z.buf, phi, p)
+        del phi
+    grad_u = grads_z.buf.transpose(0, 1) if need_u else None
+    return grad_u, gx0 if need_x0 else None, grad_w, grad_k, grad_b
+
+
+def _backward_euler(ctx: Any, grad_out: torch.Tensor) -> tuple:
+    states, _, blocks, kmat, _ = ctx.saved_tensors
+    need_u, need_x0, need_w, need_k, _ = ctx.needs_input_grad[:5]
+    act, all_states = ctx.act, ctx.all_states
+    steps, bsz, n_units = states.shape
+    steps -= 1
+    p = blocks.shape[0]
+    shape3 = (bsz, p, n_units // p)
+    keep = need_k or need_u or need_w
+    grads = _Rows(states.new_empty(steps if keep else 2, bsz, n_units), steps, p)
+    gx0 = states.new_empty(bsz, n_units)
+    sbuf = states.new_empty(p, bsz, n_units // p)
+    sview = sbuf.transpose(0, 1)
+    tmp = states.new_empty(bsz, n_units)
+    x3 = states.view(-1, *shape3).unbind(0)
+    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
+    for k in range(steps - 1, -1, -1):
+        dst = grads.row(k - 1) if k > 0 else gx0
+        torch.bmm(grads.block(k), blocks, out=sbuf)  # e W_a
+        times_slope(act, sview, x3[k], tmp.view(shape3))
+        torch.addmm(tmp, grads.row(k), kmat, out=dst)  # + e A_e
+        if all_states and k > 0:
+            dst.add_(go[k - 1])
+    rows, prev = steps * bsz, states[:-1]
+    grad_k = grad_w = None
+    if need_k:  # dA_e = E^T Y
+        grad_k = grads.buf.view(rows, n_units).T @ prev.reshape(rows, n_units)
+    if need_w:
+        phi = torch.empty_like(prev)
+        activate_all(act, prev, phi)
+        grad_w = _weight_grad(grads.buf, phi, p)
+        del phi
+    grad_u = grads.buf.transpose(0, 1) if need_u else None
+    return grad_u, gx0 if need_x0 else None, grad_w, grad_k, None
+
+
+def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
+    states, _, blocks, _, decay_t = ctx.saved_tensors
+    decay = ctx.uniform if ctx.uniform is not None else decay_t
+    need_u, need_x0, need_w, _, need_b = ctx.needs_input_grad[:5]
+    act, all_states = ctx.act, ctx.all_states
+    steps, bsz, n_units = states.shape
+    steps -= 1
+    p = blocks.shape[0]
+    shape3 = (bsz, p, n_units // p)
+    keep = need_u or need_w or need_b
+    grads = _Rows(states.new_empty(steps if keep else 2, bsz, n_units), steps, p)
+    gx0 = states.new_empty(bsz, n_units)
+    sbuf = states.new_empty(p, bsz, n_units // p)
+    sview = sbuf.transpose(0, 1)
+    x3 = states.view(-1, *shape3).unbind(0)
+    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
+    for k in range(steps - 1, -1, -1):
+        dst = grads.row(k - 1) if k > 0 else gx0
+        torch.bmm(grads.block(k), blocks, out=sbuf)  # e W_a
+        times_slope(act, sview, x3[k], dst.view(shape3))
+        add_decay(dst, grads.row(k), decay)
+        if all_states and k > 0:
+            dst.add_(go[k - 1])
+    prev = states[:-1]
+    grad_w = grad_b = None
+    if need_b:
+        grad_b = (grads.buf * prev).sum((0, 1))
+    if need_w:
+        phi = torch.empty_like(prev)
+        activate_all(act, prev, phi)
+        grad_w = _weight_grad(grads.buf, phi, p)
+        del phi
+    grad_u = grads.buf.transpose(0, 1) if need_u else None
+    return grad_u, gx0 if need_x0 else None, grad_w, None, grad_b
+
+
+BACKWARD = {"cayley": _backward_cayley, "euler": _backward_euler, "none": _backward_none}
+
+
 class Recurrence(torch.autograd.Function):
-    """``states = map^T(x0; drive, W, K)`` with a hand-written backward (module docstring).
+    """``states = map^T(y0; drive, W_a, K, b)`` with a hand-written backward per map.
 
     Inputs: ``drive`` (batch, steps, N), ``x0`` (batch, N), ``blocks`` (p, n, n), ``kmat``
-    (N, N) or ``None``; returns (steps, batch, N) when ``all_states`` else (batch, N).
+    (N, N) or ``None``, ``decay`` (N,); ``uniform`` is ``b`` as a float when it is the same for
+    every unit (faster). Returns (steps, batch, N) when ``all_states`` else (batch, N).
     """
 
     @staticmethod
     def forward(ctx: Any, drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tensor,
-                kmat: torch.Tensor | None, alpha: float, mode: str, act: Activation,
-                all_states: bool) -> torch.Tensor:
+                kmat: torch.Tensor | None, decay: torch.Tensor, uniform: float | None,
+                mode: str, act: Activation, all_states: bool) -> torch.Tensor:
         bsz, steps, n_units = drive.shape
         states = drive.new_empty(steps + 1, bsz, n_units)
-        need_k = mode != "plain" and ctx.needs_input_grad[3]
-        zbuf = drive.new_empty(steps, bsz, n_units) if mode == "cayley" and need_k else None
-        last = recurrence_forward(drive, x0, blocks, kmat, alpha, mode, act, states, zbuf)
-        ctx.save_for_backward(states, zbuf, blocks, kmat)
-        ctx.alpha, ctx.mode, ctx.act, ctx.all_states = alpha, mode, act, all_states
+        need_k = mode == "cayley" and ctx.needs_input_grad[3]
+        zbuf = drive.new_empty(steps, bsz, n_units) if need_k else None
+        dec = uniform if uniform is not None else decay
+        last = recurrence_forward(drive, x0, blocks, kmat, dec, mode, act, states, zbuf)
+        ctx.save_for_backward(states, zbuf, blocks, kmat, decay)
+        ctx.uniform, ctx.mode, ctx.act, ctx.all_states = uniform, mode, act, all_states
         return states[1:] if all_states else last
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor):
-        states, zbuf, blocks, kmat = ctx.saved_tensors
-        alpha, mode, act, all_states = ctx.alpha, ctx.mode, ctx.act, ctx.all_states
-        need_u, need_x0, need_w, need_k = ctx.needs_input_grad[:4]
-        need_k = need_k and mode != "plain"
-        steps, bsz, n_units = states.shape[0] - 1, states.shape[1], states.shape[2]
-        p, n = blocks.shape[0], n_units // blocks.shape[0]
-        shape3 = (bsz, p, n)
-
-        # g_{k+1} = dLoss/dx_{k+1} for k = 0..T-1 (kept for dL / dC, else only two rows).
-        keep_g = need_k or (mode != "cayley" and (need_u or need_w))
-        gbuf = states.new_empty(steps if keep_g else 2, bsz, n_units)
-        # gh_k = dLoss/dh_k = dLoss/du_k: for euler/plain alpha * g (scaled at the end).
-        if mode == "cayley":
-            keep_gh = need_u or need_w
-            ghbuf = states.new_empty(steps if keep_gh else 1, bsz, n_units)
-            akmat = alpha * kmat
-        if mode == "euler":
-            eye = torch.eye(n_units, dtype=kmat.dtype, device=kmat.device)
-            amat = (1 - alpha) * eye + alpha * kmat  # A
-        wmat = blocks if mode == "cayley" else alpha * blocks
-        gx0 = states.new_empty(bsz, n_units)
-        sbuf = states.new_empty(p, bsz, n)
-        sview = sbuf.transpose(0, 1)
-        tmp = states.new_empty(bsz, n_units)
-        c_cay = (1 - alpha) / alpha
-
-        def rows_of(buf: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-            """Per-step views of ``buf``: (batch, N) rows and their (p, batch, n) blocks."""
-            return (list(buf.unbind(0)),
-                    list(buf.view(-1, bsz, p, n).transpose(1, 2).unbind(0)))
-
-        def slot(views: list[torch.Tensor], k: int) -> torch.Tensor:
-            return views[k] if len(views) == steps else views[k % len(views)]
-
-        x3 = states.view(-1, bsz, p, n).unbind(0)
-        g_rows, g_blocks = rows_of(gbuf)
-        if mode == "cayley":
-            gh_rows, gh_blocks = rows_of(ghbuf)
-        go = grad_out.unbind(0) if all_states else None
-        slot(g_rows, steps - 1).copy_(go[steps - 1] if all_states else grad_out)
-        for k in range(steps - 1, -1, -1):
-            g, x = slot(g_rows, k), x3[k]
-            dst = slot(g_rows, k - 1) if k > 0 else gx0
-            if mode == "cayley":
-                gh = slot(gh_rows, k)
-                torch.mm(g, akmat, out=gh)  # alpha g C
-                torch.bmm(slot(gh_blocks, k), wmat, out=sbuf)
-                times_slope(act, sview, x, dst.view(shape3))
-                if c_cay != 0:
-                    dst.add_(gh, alpha=c_cay)
-            elif mode == "euler":
-                torch.bmm(slot(g_blocks, k), wmat, out=sbuf)  # alpha g W
-                times_slope(act, sview, x, tmp.view(shape3))
-                torch.addmm(tmp, g, amat, out=dst)
-            else:
-                torch.bmm(slot(g_blocks, k), wmat, out=sbuf)
-                times_slope(act, sview, x, dst.view(shape3))
-                dst.add_(g, alpha=1 - alpha)
-            if all_states and k > 0:
-                dst.add_(go[k - 1])
-
-        rows = steps * bsz
-        xprev = states[:-1]
-        gh_all = ghbuf if mode == "cayley" else gbuf  # euler/plain: gh = alpha g
-        grad_k = grad_w = None
-        if need_k and mode == "cayley":
-            grad_k = gbuf.view(rows, n_units).T @ zbuf.view(rows, n_units)  # dC = G^T Z
-        elif need_k:
-            grad_k = alpha * (gbuf.view(rows, n_units).T @ xprev.view(rows, n_units))
-        if need_w:
-            # phi(x_k) for all steps (into G once dC is done, else a new buffer), one bmm.
-            free = mode == "cayley" and gbuf.shape[0] == steps
-            phi = gbuf if free else torch.empty_like(xprev)
-            activate_all(act, xprev, phi)
-            gh2 = gh_all.view(rows, p, -1).permute(1, 2, 0)
-            grad_w = torch.bmm(gh2, phi.view(rows, p, -1).transpose(0, 1))
-            if mode != "cayley":
-                grad_w.mul_(alpha)
-            del phi
-        grad_u = None
-        if need_u:
-            if mode != "cayley":
-                gh_all.mul_(alpha)
-            grad_u = gh_all.transpose(0, 1)
-        return grad_u, gx0 if need_x0 else None, grad_w, grad_k, None, None, None, None
+        grads = BACKWARD[ctx.mode](ctx, grad_out)
+        return (*grads, None, None, None, None)

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validate import positive_int
-from ..engine.discretise import check_method, step_fraction
+from ..engine import run
+from ..engine.maps import DEFAULT_METHOD, check_method, step_fraction
 from ..modules.base import ContractingSystem
+from ..snapshot import Explicit
 
 READOUTS = ("last", "mean")
 
 
 class SequenceClassifier(nn.Module):
-    """``logits = R x_T + c`` for ``tau dx/dt = -x + W phi(x) + L x + U s(t) + b`` (eq. 2).
+    """``logits = R x_T + c`` for ``T dx/dt = -x + W phi(x) + L x + U s(t) + b`` (eq. 2).
 
-    The input projection ``U s + b`` of all steps is one matrix product; the recurrence runs in
-    the engine with step ``dt`` and map ``method``; ``readout="mean"`` averages all states.
+    One snapshot of the network per forward pass; the change to running coordinates
+    ``y = S x`` and the step factor are folded into the input layer (``U_run = A S U``) and
+    the readout (``R_run = R S^{-1}``), so the engine's drive is one matrix product over all
+    steps. ``readout="mean"`` averages all states.
     """
 
     def __init__(self, network: ContractingSystem, input_size: int, num_classes: int, *,
-                 dt: float = 0.1, method: str = "cayley", readout: str = "last") -> None:
+                 dt: float = 0.1, method: str = DEFAULT_METHOD, readout: str = "last") -> None:
         super().__init__()
         if not isinstance(network, ContractingSystem):
             raise ValueError(f"network must be a combonet module or combination, got {network!r}")
@@ -36,19 +41,38 @@ class SequenceClassifier(nn.Module):
         self.encoder = nn.Linear(input_size, network.n)
         self.readout = nn.Linear(network.n, num_classes)
 
-    def states(self, inputs: torch.Tensor, all_states: bool = False) -> torch.Tensor:
-        """Hidden states for ``inputs`` (batch, steps, input_size)."""
-        if inputs.dim() != 3 or inputs.shape[2] != self.input_size:
+    def _check(self, inputs: torch.Tensor) -> None:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 \
+                or inputs.shape[2] != self.input_size:
+            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs)
             raise ValueError(
-                f"inputs must have shape (batch, steps, {self.input_size}), "
-                f"got {tuple(inputs.shape)}"
+                f"inputs must have shape (batch, steps, {self.input_size}), got {shape}"
             )
+
+    def snapshot(self) -> Explicit:
+        """The network's explicit matrices for this pass (see :mod:`combonet.snapshot`)."""
+        w = self.encoder.weight
+        return self.network.explicit(dt=self.dt, method=self.method, dtype=w.dtype,
+                                     device=w.device)
+
+    def running_states(self, inputs: torch.Tensor, all_states: bool = False
+                       ) -> tuple[torch.Tensor, Explicit]:
+        """States in running coordinates and the snapshot that produced them."""
+        self._check(inputs)
+        snap = self.snapshot()
+        scale = snap.drive_scale()
         # Step-major storage: (batch, steps, N) view of a (steps, batch, N) tensor, so that the
         # engine reads each step's drive from one contiguous block.
-        drive = self.encoder(inputs.transpose(0, 1)).transpose(0, 1)
-        return self.network(drive, dt=self.dt, method=self.method, all_states=all_states)
+        drive = F.linear(inputs.transpose(0, 1), self.encoder.weight * scale[:, None],
+                         self.encoder.bias * scale).transpose(0, 1)
+        return run(snap, drive, None, all_states=all_states), snap
+
+    def states(self, inputs: torch.Tensor, all_states: bool = False) -> torch.Tensor:
+        """Hidden states (original coordinates) for ``inputs`` (batch, steps, input_size)."""
+        ys, snap = self.running_states(inputs, all_states)
+        return snap.from_running(ys)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.readout_mode == "mean":
-            return self.readout(self.states(inputs, all_states=True).mean(1))
-        return self.readout(self.states(inputs))
+        ys, snap = self.running_states(inputs, all_states=self.readout_mode == "mean")
+        feats = ys.mean(1) if self.readout_mode == "mean" else ys
+        return F.linear(feats, self.readout.weight / snap.scale[None, :], self.readout.bias)

@@ -3,7 +3,6 @@
 from .base import (
     ContractingModule,
     ContractingSystem,
-    Dynamics,
     NoConstantMetricError,
     NotContractingError,
 )
@@ -13,6 +12,6 @@ from .svd import SVDModule
 from .symmetric import SymmetricModule
 from .triangular import TriangularModule
 
-__all__ = ["ContractingModule", "ContractingSystem", "Dynamics", "NoConstantMetricError",
+__all__ = ["ContractingModule", "ContractingSystem", "NoConstantMetricError",
            "NotContractingError", "ProductModule", "SVDModule", "SparseModule", "SymmetricModule",
            "TrainableSparseModule", "TriangularModule"]

@@ -1,15 +1,29 @@
-"""The common interface of every contracting module and combination (paper eq. 1 and 2)."""
+"""The common interface of every contracting module and combination (paper eq. 1 and 2).
+
+A system is ``T dx/dt = -x + W phi(x) + L x + u`` with ``T = diag(tau)`` (one time constant per
+unit; a module has one). It states a constant metric ``P`` (``metric()``) and a rate
+(``rate()``), both recomputed from the current tensors at every call, and turns its parameters
+into one explicit snapshot per pass (``explicit()``): the matrices the engine multiplies and
+the certificate certifies (:mod:`combonet.snapshot`).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._validate import positive
 from ..activations import Activation, get_activation
+from ..engine import run
+from ..engine.maps import DEFAULT_METHOD, cayley, check_method, step_fraction
+from ..snapshot import Explicit, Node
 
 
 class NoConstantMetricError(ValueError):
@@ -17,47 +31,67 @@ class NoConstantMetricError(ValueError):
 
 
 class NotContractingError(ValueError):
-    """Raised by ``metric()`` of a combination whose rule needs contracting children when one
-    of them has no positive rate (e.g. a :class:`~combonet.Hierarchy` over the unconstrained
-    control)."""
+    """Raised when a combination rule needs contracting children and one has no positive rate
+    (e.g. a :class:`~combonet.Hierarchy` over the unconstrained control)."""
+
+
+_PASS: ContextVar[dict | None] = ContextVar("combonet_pass", default=None)
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Scope of one snapshot: values derived from the current tensors (a hierarchy's metric
+    weights, a child's rate) are computed once inside it and forgotten when it ends."""
+    if _PASS.get() is not None:
+        yield
+        return
+    token = _PASS.set({})
+    try:
+        yield
+    finally:
+        _PASS.reset(token)
+
+
+def per_pass(key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, once per :func:`one_pass` scope (and per autograd mode)."""
+    cache = _PASS.get()
+    if cache is None:
+        return compute()
+    key = (*key, torch.is_grad_enabled())
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 @dataclass
-class Dynamics:
-    """What the engine needs to run ``tau dx/dt = -x + W phi(x) + L x + u`` (eq. 2).
+class Build:
+    """What every system needs to build its part of a snapshot (running coordinates)."""
 
-    Built once per forward pass by :meth:`ContractingSystem.dynamics`.
-    """
-
-    weight: torch.Tensor  # (N, N) block-diagonal W
-    blocks: torch.Tensor | None  # (p, n, n) diagonal blocks of W when they all have size n
-    coupling: torch.Tensor | None  # (N, N) linear coupling L, None when there is none
-    activation: Activation
-    tau: float
-
-    @property
-    def n(self) -> int:
-        return self.weight.shape[0]
+    dtype: torch.dtype
+    device: torch.device
+    scale: torch.Tensor  # (N,) float64, detached: y = s x
+    alpha: torch.Tensor  # (N,) float64 dt / tau (differentiable when tau is trained)
+    alpha_run: torch.Tensor  # the same in the run dtype
 
 
 class ContractingSystem(nn.Module, ABC):
-    """A network ``tau dx/dt = -x + W phi(x) + L x + u`` with a metric and a rate (eq. 2).
+    """A network ``T dx/dt = -x + W phi(x) + L x + u`` with a metric and a rate (eq. 2).
 
     Leaf modules (eq. 1) have ``L = 0``; combinations (Section 2) add a coupling ``L`` and are
     themselves contracting systems, so they nest to any depth.
     """
 
     n: int
-    tau: float
     activation: Activation
     theorem: str = ""
 
-    def _init_common(self, n: int, activation: str | Activation, tau: float,
+    def _init_common(self, n: int, activation: str | Activation, tau: float | None,
                      g: float | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n (number of units) must be an integer >= 1, got {n!r}")
         self.n = n
-        self.tau = positive("tau", tau)
+        if tau is not None:
+            self._tau = positive("tau", tau)
         act = get_activation(activation)
         if g is not None:
             g = positive("g", g)
@@ -74,7 +108,25 @@ class ContractingSystem(nn.Module, ABC):
         """Upper bound on the activation slope, ``0 <= phi' <= g``."""
         return self.activation.g
 
-    # -- the model -----------------------------------------------------------------------
+    @property
+    def tau(self) -> float:
+        """The smallest time constant (it bounds the step: ``dt <= tau``)."""
+        return self._tau
+
+    def time_constants(self) -> torch.Tensor:
+        """``tau`` of every unit, float64 (N,)."""
+        return torch.full((self.n,), self._tau, dtype=torch.float64)
+
+    def _reference(self) -> torch.Tensor:
+        """A tensor that carries the model's dtype and device."""
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
+        return torch.empty(0)
+
+    # -- the model (original coordinates) -----------------------------------------------
     @abstractmethod
     def weight(self) -> torch.Tensor:
         """The current block-diagonal recurrent weight ``W`` (N x N)."""
@@ -91,16 +143,8 @@ class ContractingSystem(nn.Module, ABC):
         """The leaf modules (eq. 1) in state order."""
         return [self]
 
-    def dynamics(self) -> Dynamics:
-        """Build every parameter-dependent matrix once (for one forward pass)."""
-        blocks = self.weight_blocks()
-        weight = blocks[0] if len(blocks) == 1 else torch.block_diag(*blocks)
-        sizes = {b.shape[0] for b in blocks}
-        stacked = torch.stack(blocks) if len(sizes) == 1 else None
-        return Dynamics(weight, stacked, self.coupling(), self.activation, self.tau)
-
     def rhs(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """``f(x) = (-x + W phi(x) + L x + u) / tau`` (eq. 2), batched over leading dims."""
+        """``f(x) = T^{-1} (-x + W phi(x) + L x + u)`` (eq. 2), batched over leading dims."""
         w = self.weight()
         out = -x + self.activation(x) @ w.T
         lmat = self.coupling()
@@ -108,41 +152,169 @@ class ContractingSystem(nn.Module, ABC):
             out = out + x @ lmat.T
         if u is not None:
             out = out + u
-        return out / self.tau
+        return out / self.time_constants().to(out.dtype).to(out.device)
 
-    # -- the guarantee -------------------------------------------------------------------
+    # -- the guarantee (float64, from the current tensors) ------------------------------
     has_constant_metric: bool = True
 
-    @abstractmethod
-    def metric(self) -> torch.Tensor:
-        """Constant SPD metric ``M`` (float64, differentiable in the parameters)."""
-
-    def metric_inverse(self) -> torch.Tensor:
-        """``M^{-1}`` (float64); subclasses with a closed form override this."""
-        return torch.linalg.inv(self.metric())
-
     def metric_is_diagonal(self) -> bool:
-        """Whether :meth:`metric` is always diagonal (enables cheaper products)."""
+        """Whether :meth:`metric` is always diagonal."""
         return False
 
-    @abstractmethod
+    def metric_diagonal(self) -> torch.Tensor:
+        """The diagonal of a diagonal metric (float64, differentiable)."""
+        raise NotImplementedError(f"{type(self).__name__} has a dense metric")
+
+    def metric(self) -> torch.Tensor:
+        """Constant SPD metric ``P`` (float64, differentiable in the parameters) in which
+        ``P J + J^T P <= -2 lam P`` for every admissible slope matrix."""
+        return torch.diag(self.metric_diagonal())
+
+    def metric_inverse(self) -> torch.Tensor:
+        """``P^{-1}`` (float64)."""
+        if self.metric_is_diagonal():
+            return torch.diag(1.0 / self.metric_diagonal())
+        return torch.linalg.inv(self.metric())
+
     def rate(self) -> float:
-        """A lower bound ``lam`` on the contraction rate: ``M J + J^T M <= -2 lam M``."""
+        """A lower bound ``lam`` on the contraction rate of the exact (float64) system:
+        ``P J + J^T P <= -2 lam P``, recomputed from the current tensors at every call."""
+        from ..bounds import continuous_rate
+
+        def compute() -> float:
+            with torch.no_grad():
+                return continuous_rate(self.explicit(method=None, dtype=torch.float64)).rate
+
+        return per_pass(("rate", id(self)), compute)
 
     def conditions(self) -> list[str]:
         """The paper's conditions (theorems / combination rules) this system relies on."""
         return [self.theorem]
 
-    def forward(self, drive: torch.Tensor, x0: torch.Tensor | None = None, *, dt: float = 0.1,
-                method: str = "euler", all_states: bool = True) -> torch.Tensor:
-        """Run the discretised dynamics under ``drive`` (batch, steps, N); see ``engine.run``."""
-        from ..engine import run
+    # -- one explicit snapshot per pass -------------------------------------------------
+    def explicit(self, dt: float | None = None, method: str | None = DEFAULT_METHOD, *,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                 ) -> Explicit:
+        """Every matrix one pass multiplies, built from the current tensors (see
+        :mod:`combonet.snapshot`). ``dt`` defaults to the smallest time constant;
+        ``method=None`` builds no map matrices (rates only)."""
+        with one_pass():
+            return self._explicit(dt, method, dtype, device)
 
-        return run(self.dynamics(), drive, x0, dt=dt, method=method, all_states=all_states)
+    def _explicit(self, dt: float | None, method: str | None, dtype: torch.dtype | None,
+                  device: torch.device | str | None) -> Explicit:
+        if method is not None:
+            check_method(method)
+        ref = self._reference()
+        dtype = dtype or (ref.dtype if ref.is_floating_point() else torch.get_default_dtype())
+        device = torch.device(device) if device is not None else ref.device
+        taus = self.time_constants().to(device)
+        tau_min = float(taus.min())
+        dt = tau_min if dt is None else dt
+        step_fraction(dt, tau_min)
+        dt = float(dt)
+        alpha = dt / taus
+        if self.activation.positively_homogeneous and self.has_constant_metric:
+            scale = self._metric_diagonal_of_any().detach().to(device).sqrt()
+        else:
+            scale = torch.ones(self.n, dtype=torch.float64, device=device)
+        ctx = Build(dtype, device, scale, alpha, alpha.to(dtype))
+        weights, k, tree = self._build(ctx, 0, "")
+        blocks = self._stack([w * ctx.alpha_run[a:b, None] for (a, b), w in weights])
+        decay = (1 - alpha).to(dtype)
+        kmat = None
+        if k is not None and method == "cayley":
+            kmat = cayley(k)
+        elif k is not None and method == "euler":
+            kmat = torch.diag(decay) + k
+        return Explicit(method, dt, self.activation, ctx.alpha_run, decay, blocks, k, kmat,
+                        scale.to(dtype), self.activation.positively_homogeneous
+                        and self.has_constant_metric, tree)
+
+    @staticmethod
+    def _stack(blocks: list[torch.Tensor]) -> torch.Tensor:
+        if len({b.shape[0] for b in blocks}) == 1:
+            return torch.stack(blocks)
+        return torch.block_diag(*blocks)[None]
+
+    def _metric_diagonal_of_any(self) -> torch.Tensor:
+        """``diag(P)`` whether ``P`` is diagonal or dense (float64)."""
+        if self.metric_is_diagonal():
+            return self.metric_diagonal()
+        return torch.diagonal(self.metric())
+
+    def _running_metric(self, scale: torch.Tensor) -> torch.Tensor | None:
+        """This system's candidate metric in running coordinates (float64, detached)."""
+        if not self.has_constant_metric:
+            return None
+        with torch.no_grad():
+            s = scale.to(torch.float64)
+            if self.metric_is_diagonal():  # (sqrt(p) / s)^2: exactly 1 where s = sqrt(p)
+                return (self.metric_diagonal().detach().to(s.device).sqrt() / s) ** 2
+            m = self.metric().detach().to(s.device)
+            return m / s[:, None] / s[None, :]
+
+    @abstractmethod
+    def _build(self, ctx: Build, start: int, path: str
+               ) -> tuple[list[tuple[tuple[int, int], torch.Tensor]], torch.Tensor | None,
+                          Node]:
+        """``([((start, stop), S W_i S^{-1})...], K over this system's units or None, Node)``
+        in the run dtype (leaf weights not yet scaled by ``alpha``)."""
+
+    def forward(self, drive: torch.Tensor, x0: torch.Tensor | None = None, *,
+                dt: float = 0.1, method: str = DEFAULT_METHOD,
+                all_states: bool = True) -> torch.Tensor:
+        """Run the discretised dynamics under ``drive`` (batch, steps, N) from ``x0``; states
+        in original coordinates (see :func:`combonet.engine.run`)."""
+        snap = self.explicit(dt=dt, method=method, dtype=drive.dtype, device=drive.device)
+        y0 = None if x0 is None else snap.to_running(x0)
+        out = run(snap, snap.prepare_drive(drive), y0, all_states=all_states)
+        return snap.from_running(out)
 
 
 class ContractingModule(ContractingSystem):
-    """A single RNN module (eq. 1): ``L = 0`` and one weight block."""
+    """A single RNN module (eq. 1): ``L = 0`` and one weight block.
+
+    Diagonal-metric modules implement :meth:`normalised_weight` (``R W R^{-1}`` with
+    ``P = R^2``, computed in the well-conditioned way their parameterisation allows); the
+    running weight is ``S W S^{-1} = Q^{-1} (R W R^{-1}) Q`` with ``Q = R S^{-1}``, whose value
+    is the identity when ``S = R`` (so no float rounding enters through ``P``) while its
+    gradient is exactly that of ``S W S^{-1}``.
+    """
+
+    #: how the certificate bounds this module: "diagonal" (any W in a diagonal metric),
+    #: "theorem3" (``W = -P1 Q P2``), or "none" (no constant metric)
+    family: str = "diagonal"
+
+    def normalised_weight(self) -> torch.Tensor:
+        """``R W R^{-1}`` (diagonal metrics only), in the parameters' dtype."""
+        r = self.metric_diagonal().sqrt()
+        w = self.weight()
+        return (w.to(torch.float64) * (r[:, None] / r[None, :])).to(w.dtype)
+
+    def running_weight(self, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``S W S^{-1}`` in ``dtype`` for the running scale ``s`` (float64)."""
+        if self.has_constant_metric and self.metric_is_diagonal():
+            q = self.metric_diagonal().sqrt().to(scale.device) / scale
+            core = self.normalised_weight().to(dtype)
+            return core * (q[None, :] / q[:, None]).to(dtype)
+        w = self.weight().to(dtype)
+        return w * (scale[:, None] / scale[None, :]).to(dtype)
+
+    def reference_weight(self, scale: torch.Tensor) -> torch.Tensor | None:
+        """theorem3 modules: the exact product in running coordinates (float64)."""
+        return None
+
+    def _build(self, ctx: Build, start: int, path: str):
+        stop = start + self.n
+        s = ctx.scale[start:stop]
+        w = self.running_weight(s, ctx.dtype)
+        family = self.family if self.has_constant_metric else "none"
+        ref = self.reference_weight(s) if family == "theorem3" else None
+        label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(n={self.n})"
+        node = Node("leaf", label, self.theorem, start, stop, (), self._running_metric(s),
+                    self.g, family, None if ref is None else ref.detach())
+        return [((start, stop), w)], None, node
 
     def extra_repr(self) -> str:
         return f"n={self.n}, activation={self.activation.name}, g={self.g}, tau={self.tau}"

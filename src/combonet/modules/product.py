@@ -14,10 +14,12 @@ class ProductModule(ContractingModule):
     """``W = -P1 Q P2``, ``P_ii = d_i^2 + eps``, ``Q = E^T E + eps I`` (Theorem 3).
 
     ``M W D = -P1^{-1} P2 D`` is diagonal and non-positive, so ``M J + J^T M <= -2 M / tau``:
-    rate ``1 / tau`` in ``M = (P1 Q P1)^{-1}`` for any parameters.
+    rate ``1 / tau`` in ``M = (P1 Q P1)^{-1}`` for any parameters (for the exact product; the
+    certificate subtracts what rounding of the running ``W`` costs).
     """
 
     theorem = "Theorem 3"
+    family = "theorem3"
 
     def __init__(self, n: int, *, eps: float = 1e-3, activation: str | Activation = "relu",
                  g: float | None = None, tau: float = 1.0, init_scale: float = 1.0,
@@ -50,5 +52,10 @@ class ProductModule(ContractingModule):
         m = torch.linalg.inv(self.metric_inverse())
         return (m + m.T) / 2
 
-    def rate(self) -> float:
-        return 1.0 / self.tau
+    def reference_weight(self, scale: torch.Tensor) -> torch.Tensor:
+        """The exact product ``-P1 Q P2`` in running coordinates, float64: the certificate
+        bounds the running ``W`` by its distance to it (``M W D`` is diagonal <= 0 for it)."""
+        p1, q, p2 = self.factors(torch.float64)
+        w = -(p1[:, None] * q * p2[None, :])
+        s = scale.to(w.device)
+        return w * (s[:, None] / s[None, :])

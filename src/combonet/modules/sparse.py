@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from .. import conditions
-from .._metzler import comparison_matrix, rate_in_diagonal_metric
 from .._validate import in_interval, positive, positive_int
 from ..activations import Activation
 from .base import ContractingModule
@@ -89,11 +88,13 @@ class SparseModule(ContractingModule):
         self.normalized = normalize
         self.register_buffer("_w", torch.as_tensor(w, dtype=torch.get_default_dtype()))
         self.register_buffer("_p", torch.as_tensor(p, dtype=torch.float64))
-        wd = self._w.to(torch.float64)  # the stored (possibly float32-rounded) weight that runs
-        self._rate = float(rate_in_diagonal_metric(comparison_matrix(wd, self.g),
-                                                   self._p)) / self.tau
-        if not self._rate > 0:
-            raise ValueError("internal error: Theorem 1 metric does not certify a positive rate")
+        # the stored (possibly float32-rounded) weight must keep a positive rate
+        if not self.rate() > 0:
+            raise ValueError(
+                f"the sampled weight (spectral_radius(g|W|) = {theorem1_radius(w, self.g):.6g}) "
+                f"is too close to the Theorem 1 boundary to keep a positive rate after rounding "
+                f"to {self._w.dtype}; lower magnitude or density"
+            )
 
     def _sample(self, density: float, magnitude: float, seed: int | None, max_tries: int,
                 zero_diagonal: bool) -> np.ndarray:
@@ -114,17 +115,16 @@ class SparseModule(ContractingModule):
     def weight(self) -> torch.Tensor:
         return self._w
 
-    def metric(self) -> torch.Tensor:
-        return torch.diag(self._p)
-
-    def metric_inverse(self) -> torch.Tensor:
-        return torch.diag(1.0 / self._p)
+    def metric_diagonal(self) -> torch.Tensor:
+        return self._p
 
     def metric_is_diagonal(self) -> bool:
         return True
 
-    def rate(self) -> float:
-        return self._rate
+    def normalised_weight(self) -> torch.Tensor:
+        if self.normalized:
+            return self._w
+        return super().normalised_weight()
 
 
 class TrainableSparseModule(ContractingModule):
@@ -133,7 +133,7 @@ class TrainableSparseModule(ContractingModule):
     ``W = V R V^{-1}`` with a fixed sparsity mask on ``R``, ``V = diag(exp(s))`` trainable, and
     ``R`` rescaled so that ``g * max(||R||_1, ||R||_inf) <= gamma < 1`` (weighted row- and
     column-sum norms of ``|W|``). Then ``||g|R|||_2 <= gamma`` and ``g|W| - I`` satisfies
-    Theorem 1 in the metric ``P = V^{-2}`` with rate ``(1 - ||g|R|||_2) / tau``.
+    Theorem 1 in the metric ``P = V^{-2}`` with rate at least ``(1 - ||g|R|||_2) / tau``.
     """
 
     theorem = "Theorem 1"
@@ -164,16 +164,12 @@ class TrainableSparseModule(ContractingModule):
         v = torch.exp(self.log_scale)
         return v[:, None] * self._r() / v[None, :]
 
-    def metric(self) -> torch.Tensor:
-        return torch.diag(torch.exp(-2 * self.log_scale.to(torch.float64)))
-
-    def metric_inverse(self) -> torch.Tensor:
-        return torch.diag(torch.exp(2 * self.log_scale.to(torch.float64)))
+    def metric_diagonal(self) -> torch.Tensor:
+        return torch.exp(-2 * self.log_scale.to(torch.float64))
 
     def metric_is_diagonal(self) -> bool:
         return True
 
-    def rate(self) -> float:
-        with torch.no_grad():
-            r = self._r().to(torch.float64).abs() * self.g
-            return (1.0 - float(torch.linalg.matrix_norm(r, ord=2))) / self.tau
+    def normalised_weight(self) -> torch.Tensor:
+        """``P^{1/2} W P^{-1/2} = R`` exactly (no rounding through ``V``)."""
+        return self._r()

@@ -16,7 +16,8 @@ class SVDModule(ContractingModule):
     sigmoid(s_i) / g < 1 / g`` and ``Phi = diag(exp(phi))`` (Theorem 5, paper Section E).
 
     ``g^2 W^T P W - P = Phi (g^2 V Sigma^2 V^T - I) Phi < 0`` with ``P = Phi^2``; the rate is
-    ``(1 - g max Sigma) / tau`` because ``P^{1/2} W P^{-1/2} = U Sigma V^T``.
+    ``(1 - g ||U Sigma V^T||) / tau`` because ``P^{1/2} W P^{-1/2} = U Sigma V^T`` (computed from
+    the factors as they are, so round-off in ``U, V`` is accounted for).
     """
 
     theorem = "Theorem 5"
@@ -38,26 +39,16 @@ class SVDModule(ContractingModule):
     def singular_values(self) -> torch.Tensor:
         return self.gamma * torch.sigmoid(self.s) / self.g
 
+    def normalised_weight(self) -> torch.Tensor:
+        """``P^{1/2} W P^{-1/2} = U Sigma V^T`` (no rounding through ``Phi``)."""
+        return (self.u.weight * self.singular_values()[None, :]) @ self.v.weight.T
+
     def weight(self) -> torch.Tensor:
-        usv = (self.u.weight * self.singular_values()[None, :]) @ self.v.weight.T
         phi = torch.exp(self.log_phi)
-        return usv * phi[None, :] / phi[:, None]
+        return self.normalised_weight() * phi[None, :] / phi[:, None]
 
-    def metric(self) -> torch.Tensor:
-        return torch.diag(torch.exp(2 * self.log_phi.to(torch.float64)))
-
-    def metric_inverse(self) -> torch.Tensor:
-        return torch.diag(torch.exp(-2 * self.log_phi.to(torch.float64)))
+    def metric_diagonal(self) -> torch.Tensor:
+        return torch.exp(2 * self.log_phi.to(torch.float64))
 
     def metric_is_diagonal(self) -> bool:
         return True
-
-    def rate(self) -> float:
-        with torch.no_grad():
-            smax = float(self.singular_values().to(torch.float64).max())
-            # ||P^{1/2} W P^{-1/2}||_2 of the weight as computed (U, V are orthogonal only up to
-            # round-off, ~1e-7 in float32), so the rate holds for the weight that runs
-            phi = torch.exp(self.log_phi.to(torch.float64))
-            w = self.weight().to(torch.float64) * phi[:, None] / phi[None, :]
-            smax = max(smax, float(torch.linalg.matrix_norm(w, ord=2)))
-        return (1.0 - self.g * smax) / self.tau

@@ -23,6 +23,7 @@ class SymmetricModule(ContractingModule):
 
     theorem = "Theorem 2"
     has_constant_metric = False
+    family = "none"
 
     def __init__(self, n: int, *, gamma: float = 0.9, activation: str | Activation = "tanh",
                  g: float | None = None, tau: float = 1.0, init_scale: float = 0.5,
@@ -45,8 +46,3 @@ class SymmetricModule(ContractingModule):
             "4, 5) inside Feedback/Hierarchy, or search one with "
             "combonet.conditions.find_constant_metric for small n."
         )
-
-    def rate(self) -> float:
-        with torch.no_grad():
-            lam = float(torch.linalg.eigvalsh(self.weight().to(torch.float64))[-1])
-        return (1.0 - self.g * max(lam, 0.0)) / self.tau

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._metzler import closed_form_metric, comparison_matrix, rate_in_diagonal_metric
+from .._metzler import closed_form_metric, comparison_matrix
 from .._validate import in_interval, positive_int
 from ..activations import Activation
 from .base import ContractingModule
@@ -40,16 +40,8 @@ class TriangularModule(ContractingModule):
     def _comparison(self) -> torch.Tensor:
         return comparison_matrix(self.weight().to(torch.float64), self.g)
 
-    def metric(self) -> torch.Tensor:
-        return torch.diag(closed_form_metric(self._comparison()))
-
-    def metric_inverse(self) -> torch.Tensor:
-        return torch.diag(1.0 / closed_form_metric(self._comparison()))
+    def metric_diagonal(self) -> torch.Tensor:
+        return closed_form_metric(self._comparison())
 
     def metric_is_diagonal(self) -> bool:
         return True
-
-    def rate(self) -> float:
-        with torch.no_grad():
-            a = self._comparison()
-            return float(rate_in_diagonal_metric(a, closed_form_metric(a))) / self.tau

@@ -114,7 +114,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every setting up front; raise :class:`ConfigError` naming the first bad one."""
         from ..data import TASKS
-        from ..engine.discretise import METHODS
+        from ..engine.maps import METHODS
         from ..models.registry import MODELS
 
         _choice("task", self.task, TASKS)
