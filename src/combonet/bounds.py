@@ -23,7 +23,8 @@ One module, ``A = diag(alpha)``, ``b = 1 - alpha``, step map Jacobian ``J = diag
   the cancellation of ``1 - 2 alpha mu + ...`` near ``alpha = 1``.
 
 Theorem-3 modules (dense metric ``M``): ``M W D`` is diagonal and <= 0 for the exact product
-``W_ref``, so ``sigma <= g ||R (W - W_ref)|| ||R^{-1}||`` for the running ``W``.
+``W_ref = -P1 Q P2``, so ``sigma <= g ||R (W - W_ref)|| ||R^{-1}||`` for the running ``W``, and
+``||W_ref D||_M = ||Q^{1/2} P1 P2 D Q^{1/2}|| <= g lambda_max(Q) max(p1 p2)``.
 
 Combinations: feedback / unconstrained ``lam = min_i lam_i - max(0, lambda_max(sym(R K~ R^{-1}) /
 dt))``; hierarchy: comparison matrix ``T_ii = -lam_i``, ``T_ij = ||R_i K_ij R_j^{-1}|| / dt``
@@ -152,10 +153,13 @@ def leaf_bound(node: Node, wa: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         w = wa / a0
         ri_norm = norm.norms()[1]
         general = g * norm2(norm.r @ w) * ri_norm
-        sig = general
+        sig = kap = general
         if node.reference is not None:
-            sig = min(sig, g * norm2(norm.r @ (w - f64(node.reference))) * ri_norm)
-        return LeafBound(1.0 - sig, b0 * sig, math.sqrt(a0) * general)
+            pert = g * norm2(norm.r @ (w - f64(node.reference))) * ri_norm
+            sig = min(sig, pert)
+            if node.gain is not None:
+                kap = min(kap, g * node.gain + pert)
+        return LeafBound(1.0 - sig, b0 * sig, math.sqrt(a0) * kap)
     if not norm.diagonal:
         # any W in a dense metric: sym(R W D R^{-1}) <= ||R W|| ||D R^{-1}||
         a0, b0 = float(a[0]), float(b[0])

@@ -54,6 +54,8 @@ class Node:
     family: str = ""
     #: theorem3 leaves: the exact product ``W = -P1 Q P2`` in running coordinates (float64)
     reference: torch.Tensor | None = None
+    #: theorem3 leaves: ``lambda_max(Q) max(p1 p2)``, so that ``||W_ref D||_M <= g gain``
+    gain: float | None = None
     #: hierarchies: the weights ``c_i`` of the metric ``blockdiag(c_i P_i)``
     weights: tuple[float, ...] = ()
 

@@ -305,15 +305,22 @@ class ContractingModule(ContractingSystem):
         """theorem3 modules: the exact product in running coordinates (float64)."""
         return None
 
+    def reference_gain(self) -> float | None:
+        """theorem3 modules: ``gamma`` with ``||W_ref D||_M <= g gamma`` for all slopes."""
+        return None
+
     def _build(self, ctx: Build, start: int, path: str):
         stop = start + self.n
         s = ctx.scale[start:stop]
         w = self.running_weight(s, ctx.dtype)
         family = self.family if self.has_constant_metric else "none"
-        ref = self.reference_weight(s) if family == "theorem3" else None
+        ref = gain = None
+        if family == "theorem3":
+            with torch.no_grad():
+                ref, gain = self.reference_weight(s), self.reference_gain()
         label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(n={self.n})"
         node = Node("leaf", label, self.theorem, start, stop, (), self._running_metric(s),
-                    self.g, family, None if ref is None else ref.detach())
+                    self.g, family, ref, gain=gain)
         return [((start, stop), w)], None, node
 
     def extra_repr(self) -> str:

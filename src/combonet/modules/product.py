@@ -59,3 +59,9 @@ class ProductModule(ContractingModule):
         w = -(p1[:, None] * q * p2[None, :])
         s = scale.to(w.device)
         return w * (s[:, None] / s[None, :])
+
+    def reference_gain(self) -> float:
+        """``lambda_max(Q) max(p1 p2)``: ``||W D||_M^2 = lambda_max(D P2 Q P2 D P1 Q P1)
+        = ||Q^{1/2} P1 P2 D Q^{1/2}||^2 <= (g lambda_max(Q) max(p1 p2))^2``."""
+        p1, q, p2 = self.factors(torch.float64)
+        return float(torch.linalg.eigvalsh(q)[-1] * (p1 * p2).max())
