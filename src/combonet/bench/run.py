@@ -229,32 +229,37 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         errs = check_agreement(runners, inputs, labels)
         peaks = _time_all(runners, inputs, labels, shape["repeats"], device, (bsz, n_units),
                           dtype)
+    config = {
+        "model": args.model, **shape, "density": args.density,
+        "magnitude": args.magnitude, "method": args.method, "dt": args.dt,
+        "coupling_rank": args.coupling_rank, "units_total": n_units,
+        "device": str(device), "dtype": str(dtype).split(".")[-1],
+        "threads": nthreads, "threads_setting": str(args.threads),
+        "threads_auto_saw_busy_cores": busy,
+        "cpus": os.cpu_count(), "cores_available": threads_mod.available_cores(),
+        "torch": torch.__version__, "machine": cpu_name(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "seed": args.seed,
+    }
+    w_trained = any(p.requires_grad for leaf in model.network.leaves()
+                    for p in leaf.parameters())
+    return {"config": config, "labels": {n: LABELS[n] for n in runners},
+            "competing_load": load.share, **info, "rel_err_vs_careful": errs,
+            **_timings(runners, peaks, shape, w_trained)}
+
+
+def _timings(runners: dict[str, Contender], peaks: list[float], shape: dict[str, int],
+             w_trained: bool) -> dict[str, Any]:
+    """Min-of-repeats times, ratios to the engine, FLOP rates and peak memory."""
     live = {n: c for n, c in runners.items() if c.error is None}
     best = {n: {k: min(v) for k, v in c.times.items()} for n, c in live.items()}
     peak = max(peaks)
-    block = shape["units"]
-    w_trained = any(p.requires_grad for leaf in model.network.leaves()
-                    for p in leaf.parameters())
+    bsz, steps = shape["batch"], shape["steps"]
+    n_units, block = shape["modules"] * shape["units"], shape["units"]
     flops_fwd = recurrence_flops(bsz, steps, n_units, block)
     flops_train = train_flops(bsz, steps, n_units, block, w_trained)
     eng = best["engine"]
     return {
-        "config": {
-            "model": args.model, **shape, "density": args.density,
-            "magnitude": args.magnitude, "method": args.method, "dt": args.dt,
-            "coupling_rank": args.coupling_rank, "units_total": n_units,
-            "device": str(device), "dtype": str(dtype).split(".")[-1],
-            "threads": nthreads, "threads_setting": str(args.threads),
-            "threads_auto_saw_busy_cores": busy,
-            "cpus": os.cpu_count(), "cores_available": threads_mod.available_cores(),
-            "torch": torch.__version__, "machine": cpu_name(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "seed": args.seed,
-        },
-        "labels": {n: LABELS[n] for n in runners},
-        "competing_load": load.share,
-        **info,
-        "rel_err_vs_careful": errs,
         "failed": {n: c.error for n, c in runners.items() if c.error is not None},
         "time_train_s": {n: b["train"] for n, b in best.items()},
         "time_forward_s": {n: b["forward"] for n, b in best.items()},
