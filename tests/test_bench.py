@@ -24,6 +24,7 @@ from combonet.bench.sweep import parse_counts, parse_shape
 from combonet.models import GRUClassifier, LSTMClassifier, count_parameters, sparse_combo_net
 from combonet.models import svd_combo_net as svd_net
 from combonet.threads import resolve_threads
+from conftest import default_dtype
 
 TINY = ["--quick", "--threads", "1"]
 
@@ -39,6 +40,13 @@ def keep_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def f64():
+    """Build and run in float64 for this test only (conftest's ``float64`` is module-wide)."""
+    with default_dtype(torch.float64):
+        yield
 
 
 def run_json(argv: list[str], capsys, status: int = 0) -> dict:
@@ -172,7 +180,7 @@ def _numpy_cayley_logits(model, inputs: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("loop", [contenders.CarefulLoop, contenders.RebuildLoop])
-def test_loops_are_the_models_function(loop, float64):
+def test_loops_are_the_models_function(loop, f64):
     """Both plain loops equal the engine and (cayley) an independent numpy computation, and
     (euler) the explicit Euler map of the model's own vector field ``rhs`` (eq. 2)."""
     gen = torch.Generator().manual_seed(0)
@@ -193,7 +201,7 @@ def test_loops_are_the_models_function(loop, float64):
             torch.testing.assert_close(got, model.readout(x), rtol=1e-12, atol=1e-12)
 
 
-def test_svd_loop_gradients_match_engine(float64):
+def test_svd_loop_gradients_match_engine(f64):
     """With trained modules (SVD), gradients of W's parameters agree too."""
     model = svd_net(2, 4, method="cayley", seed=1)
     inputs = torch.rand(2, 9, 1, generator=torch.Generator().manual_seed(1))
@@ -204,7 +212,7 @@ def test_svd_loop_gradients_match_engine(float64):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_cayley_matrix_is_the_cayley_transform(float64):
+def test_cayley_matrix_is_the_cayley_transform(f64):
     rng = np.random.default_rng(0)
     lmat = rng.normal(size=(6, 6))
     c = contenders.cayley_matrix(torch.as_tensor(lmat), 0.3).numpy()
