@@ -1,0 +1,142 @@
+"""``combonet.threads``: the ``--threads auto`` rule and thread-count parsing (pure logic)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from combonet import threads
+from combonet.threads import WORK_PER_THREAD, apply_threads, resolve_threads
+from conftest import examples
+
+
+@pytest.mark.parametrize("setting, want", [(1, 1), (3, 3), ("2", 2), (" 4 ", 4), (16, 16)])
+def test_a_number_is_used_as_given(setting, want):
+    # whatever the model's size and the cores: an explicit count is the user's choice
+    assert resolve_threads(setting, units=8, batch=1, cores=2) == want
+    assert resolve_threads(setting, units=4096, batch=4096, cores=1) == want
+
+
+@pytest.mark.parametrize("bad", [0, -1, "0", "two", "", "1.5", 1.5, True, [2]])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError, match=r'threads must be "auto" or an integer >= 1, got'):
+        resolve_threads(bad, units=8, batch=1)
+
+
+@pytest.mark.parametrize("name, kw", [("units", {"units": 0, "batch": 1}),
+                                      ("batch", {"units": 8, "batch": -2}),
+                                      ("cores", {"units": 8, "batch": 1, "cores": 0})])
+def test_bad_shapes_are_refused(name, kw):
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        resolve_threads("auto", **kw)
+
+
+def test_auto_and_none_are_the_rule():
+    for setting in ("auto", "AUTO", None):
+        assert resolve_threads(setting, units=512, batch=128, cores=8) == \
+            resolve_threads("auto", units=512, batch=128, cores=8)
+
+
+def test_rule_at_the_measured_shapes():
+    """The shapes of the threads sweep (benchmarks/README.md): N = 256 at batch 64 (permuted
+    digits 16x16, MNIST-1D 8x32) is too small to split; psMNIST's N = 512 at batch 128 uses
+    both cores of a 2-core machine; the 4x8 net of the issue stays at 1 thread."""
+    assert resolve_threads("auto", units=256, batch=64, cores=2) == 1
+    assert resolve_threads("auto", units=512, batch=128, cores=2) == 2
+    assert resolve_threads("auto", units=32, batch=128, cores=2) == 1
+
+
+def test_rule_boundaries():
+    # work = batch * N^2 multiply-adds; one more thread per WORK_PER_THREAD of it
+    n = 256
+    batch = WORK_PER_THREAD // (n * n)
+    assert batch * n * n == WORK_PER_THREAD  # the constant is a multiple of 256^2
+    assert resolve_threads("auto", units=n, batch=batch - 1, cores=64) == 1
+    assert resolve_threads("auto", units=n, batch=2 * batch - 1, cores=64) == 1
+    assert resolve_threads("auto", units=n, batch=2 * batch, cores=64) == 2
+    assert resolve_threads("auto", units=n, batch=5 * batch, cores=64) == 5
+    assert resolve_threads("auto", units=n, batch=5 * batch, cores=3) == 3
+    assert resolve_threads("auto", units=n, batch=10**6, cores=1) == 1
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(units=st.integers(1, 4096), batch=st.integers(1, 4096), cores=st.integers(1, 256),
+       grow=st.integers(1, 8))
+def test_rule_is_bounded_and_monotone(units, batch, cores, grow):
+    n = resolve_threads("auto", units=units, batch=batch, cores=cores)
+    assert 1 <= n <= cores
+    # more work never means fewer threads; more cores never fewer either
+    assert resolve_threads("auto", units=units, batch=batch * grow, cores=cores) >= n
+    assert resolve_threads("auto", units=units * grow, batch=batch, cores=cores) >= n
+    assert resolve_threads("auto", units=units, batch=batch, cores=cores + grow) >= n
+    # each thread gets at least WORK_PER_THREAD multiply-adds per step (unless it is the only one)
+    assert n == 1 or threads.step_work(units, batch) >= n * WORK_PER_THREAD
+
+
+@pytest.mark.parametrize("cores, busy, free", [(2, 0.0, 2), (2, 0.4, 2), (2, 0.5, 1),
+                                               (2, 0.9, 1), (2, 1.6, 1), (2, 7.0, 1),
+                                               (16, 3.2, 13), (16, 3.6, 12), (1, 0.0, 1)])
+def test_free_cores(cores, busy, free):
+    assert threads.free_cores(cores, busy) == free
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")])
+def test_free_cores_refuses_bad_load(bad):
+    with pytest.raises(ValueError, match="busy must be a number >= 0"):
+        threads.free_cores(2, bad)
+
+
+def test_other_processes_take_cores_from_auto():
+    """A competing process on one of two cores: auto falls back to one thread (measured:
+    two threads then run 4x slower than one, benchmarks/README.md)."""
+    big = dict(units=4096, batch=4096)
+    assert resolve_threads("auto", **big, cores=2, busy=0.0) == 2
+    assert resolve_threads("auto", **big, cores=2, busy=0.95) == 1
+    assert resolve_threads("auto", **big, cores=16, busy=4.0) == 12
+    assert resolve_threads(2, **big, cores=2, busy=2.0) == 2  # a number stays the user's
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
+def test_other_load_sees_a_spinning_process():
+    import subprocess
+    import sys
+    import time
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    with threads.OtherLoad() as load:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+    assert load.cores is not None and 0.8 <= load.cores <= (os.cpu_count() or 1)
+    assert load.share == pytest.approx(load.cores / (os.cpu_count() or 1))
+    with threads.OtherLoad() as own:  # this process's own work is not "other"
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.5:
+            pass
+    assert own.cores is not None and own.cores < load.cores
+
+
+def test_default_cores_are_this_process_s():
+    if hasattr(os, "sched_getaffinity"):
+        assert threads.available_cores() == len(os.sched_getaffinity(0))
+    else:
+        assert threads.available_cores() == (os.cpu_count() or 1)
+    huge = resolve_threads("auto", units=4096, batch=4096)  # busy defaults to 0
+    assert huge == threads.available_cores()
+
+
+def test_apply_threads_sets_torch():
+    old = torch.get_num_threads()
+    try:
+        assert apply_threads("1", units=512, batch=128) == 1
+        assert torch.get_num_threads() == 1
+        n = apply_threads("auto", units=4096, batch=4096, busy=0.0)
+        assert n == threads.available_cores() and torch.get_num_threads() == n
+        # measuring the load itself: some count between 1 and the cores, and it is set
+        n = apply_threads("auto", units=4096, batch=4096)
+        assert 1 <= n <= threads.available_cores() and torch.get_num_threads() == n
+        assert apply_threads("auto", units=8, batch=1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
