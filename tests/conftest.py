@@ -162,21 +162,44 @@ def leaf_spec(draw, kinds=LEAF_KINDS, n_min=2, n_max=8):
 
 
 @st.composite
-def common_spec(draw):
-    """What every module of one network shares."""
+def common_spec(draw, trainable_tau: bool = True):
+    """What every module of one network shares; ``time`` (when drawn) makes each module's
+    time constants trainable in ``[tau, 20 tau]``, per module or per unit (diagonal metrics),
+    started at random points of the range."""
     act = draw(st.sampled_from(["relu", "tanh"]))
     g = draw(st.sampled_from([None, 1.5]))
     tau = draw(st.sampled_from([1.0, 0.5, 2.0]))
-    return {"activation": act, "g": g, "tau": tau}
+    out = {"activation": act, "g": g, "tau": tau}
+    if trainable_tau:
+        time = draw(st.sampled_from([None, None, "module", "unit"]))
+        if time is not None:
+            out["time"] = (time, draw(st.integers(0, 2**16)))
+    return out
+
+
+def time_constants(n: int, common: dict, diagonal: bool, seed: int):
+    """A TimeConstants for one module (per unit only where the metric is diagonal)."""
+    import combonet as cn
+
+    per, base = common["time"]
+    lo = common["tau"]
+    per = per if diagonal else "module"
+    tc = cn.TimeConstants(n, init=3 * lo, lo=lo, hi=20 * lo, per=per)
+    gen = torch.Generator().manual_seed(base + seed)
+    with torch.no_grad():
+        tc.theta.copy_(3 * torch.randn(tc.theta.shape, generator=gen))
+    return tc
 
 
 def build_leaf(spec: dict, common: dict):
     import combonet as cn
 
-    kw = dict(common)
+    kw = {k: v for k, v in common.items() if k != "time"}
     s = {k: v for k, v in spec.items() if k not in ("kind", "n")}
     n = spec["n"]
     kind = spec["kind"]
+    if "time" in common:
+        kw["tau"] = time_constants(n, common, kind != "product", spec["seed"])
     if kind == "sparse":
         try:
             return cn.SparseModule(n, max_tries=200, **s, **kw)

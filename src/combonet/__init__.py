@@ -16,6 +16,7 @@ from .modules import (
     SparseModule,
     SVDModule,
     SymmetricModule,
+    TimeConstants,
     TrainableSparseModule,
     TriangularModule,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "SVDModule",
     "SparseModule",
     "SymmetricModule",
+    "TimeConstants",
     "TrainableSparseModule",
     "TriangularModule",
     "Unconstrained",

@@ -26,6 +26,10 @@ Theorem-3 modules (dense metric ``M``): ``M W D`` is diagonal and <= 0 for the e
 ``W_ref = -P1 Q P2``, so ``sigma <= g ||R (W - W_ref)|| ||R^{-1}||`` for the running ``W``, and
 ``||W_ref D||_M = ||Q^{1/2} P1 P2 D Q^{1/2}|| <= g lambda_max(Q) max(p1 p2)``.
 
+Every entry of ``K`` is accounted for by exactly one system, the smallest that contains both of
+its units: a module adds ``lambda_max(sym(A^{-1/2} K~ A^{-1/2}))`` of its own block to
+``sigma`` (zero for the paper's couplings; a low-rank eq.-3 coupling has skew parts inside
+modules), a combination bounds its own blocks, those between its children.
 Combinations: feedback / unconstrained ``lam = min_i lam_i - max(0, lambda_max(sym(R K~ R^{-1}) /
 dt))``; hierarchy: comparison matrix ``T_ii = -lam_i``, ``T_ij = ||R_i K_ij R_j^{-1}|| / dt``
 (``i > j``) in the candidate weights ``c``: ``lam = -lambda_max(sym(C^{1/2} T C^{-1/2}))``.
@@ -216,7 +220,8 @@ def _node_rate(node: Node, snap: Explicit, w: torch.Tensor, k: torch.Tensor | No
     sl = slice(node.start, node.stop)
     taus = snap.dt / alpha[sl]
     if node.kind == "leaf":
-        return _leaf_rate(node, w[sl, sl], alpha[sl], decay[sl], taus)
+        return _leaf_rate(node, w[sl, sl], alpha[sl], decay[sl], taus,
+                          None if k is None else k[sl, sl])
     kids = [_node_rate(c, snap, w, k, alpha, decay) for c in node.children]
     res = NodeResult(node.label, node.kind, node.rule, min(c.rate for c in kids), children=kids)
     own = _own(k, node) if k is not None else None
@@ -239,7 +244,7 @@ def _node_rate(node: Node, snap: Explicit, w: torch.Tensor, k: torch.Tensor | No
 
 
 def _leaf_rate(node: Node, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-               taus: torch.Tensor) -> NodeResult:
+               taus: torch.Tensor, k: torch.Tensor | None = None) -> NodeResult:
     res = NodeResult(node.label, node.kind, node.rule, -math.inf)
     if not bool(torch.isfinite(w).all()):
         res.failures.append(f"{node.label}: its weights are not finite")
@@ -252,10 +257,16 @@ def _leaf_rate(node: Node, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         mu = 1.0 - node.g * max(sym_max(w / a[:, None]), 0.0)
     else:
         try:
-            mu = leaf_bound(node, w, a, b, Normaliser(node.metric)).mu
+            norm = Normaliser(node.metric)
+            mu = leaf_bound(node, w, a, b, norm).mu
         except ValueError as err:
             res.failures.append(f"{node.label}: {err}")
             return res
+        if k is not None and bool(k.any()):
+            # a coupling inside the module (a low-rank eq.-3 coupling has such parts; they are
+            # skew in the metric, so they cost ~0): sym(A^{-1/2} K~ A^{-1/2}) adds to sigma
+            ra = a.sqrt()
+            mu -= max(0.0, sym_max(norm.apply(k) / ra[:, None] / ra[None, :]))
     res.rate = mu / float(taus.max()) if mu > 0 else mu / float(taus.min())
     if not res.rate > 0:
         res.failures.append(f"{node.label}: {node.rule} does not hold for the running weights "

@@ -10,8 +10,9 @@ from .product import ProductModule
 from .sparse import SparseModule, TrainableSparseModule
 from .svd import SVDModule
 from .symmetric import SymmetricModule
+from .time import TimeConstants
 from .triangular import TriangularModule
 
 __all__ = ["ContractingModule", "ContractingSystem", "NoConstantMetricError",
            "NotContractingError", "ProductModule", "SVDModule", "SparseModule", "SymmetricModule",
-           "TrainableSparseModule", "TriangularModule"]
+           "TimeConstants", "TrainableSparseModule", "TriangularModule"]

@@ -24,6 +24,7 @@ from ..activations import Activation, get_activation
 from ..engine import run
 from ..engine.maps import DEFAULT_METHOD, cayley, check_method, step_fraction
 from ..snapshot import Explicit, Node
+from .time import TimeConstants
 
 
 class NoConstantMetricError(ValueError):
@@ -85,12 +86,22 @@ class ContractingSystem(nn.Module, ABC):
     activation: Activation
     theorem: str = ""
 
-    def _init_common(self, n: int, activation: str | Activation, tau: float | None,
-                     g: float | None = None) -> None:
+    def _init_common(self, n: int, activation: str | Activation,
+                     tau: float | TimeConstants | None, g: float | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n (number of units) must be an integer >= 1, got {n!r}")
         self.n = n
-        if tau is not None:
+        self.time = None
+        if isinstance(tau, TimeConstants):
+            if tau.n != n:
+                raise ValueError(f"TimeConstants for {tau.n} units given to a module of n={n}")
+            if tau.per_unit and not (self.has_constant_metric and self.metric_is_diagonal()):
+                raise ValueError(
+                    f"per-unit time constants need a diagonal metric; {type(self).__name__} "
+                    "has none: use TimeConstants(..., per='module')")
+            self.time = tau
+            self._tau = tau.lo
+        elif tau is not None:
             self._tau = positive("tau", tau)
         act = get_activation(activation)
         if g is not None:
@@ -110,11 +121,14 @@ class ContractingSystem(nn.Module, ABC):
 
     @property
     def tau(self) -> float:
-        """The smallest time constant (it bounds the step: ``dt <= tau``)."""
+        """The smallest time constant any parameter value allows (it bounds the step:
+        ``dt <= tau``); for trainable time constants the lower end of their range."""
         return self._tau
 
     def time_constants(self) -> torch.Tensor:
-        """``tau`` of every unit, float64 (N,)."""
+        """``tau`` of every unit, float64 (N,) (differentiable when trained)."""
+        if self.time is not None:
+            return self.time()
         return torch.full((self.n,), self._tau, dtype=torch.float64)
 
     def _reference(self) -> torch.Tensor:
@@ -209,7 +223,7 @@ class ContractingSystem(nn.Module, ABC):
         dtype = dtype or (ref.dtype if ref.is_floating_point() else torch.get_default_dtype())
         device = torch.device(device) if device is not None else ref.device
         taus = self.time_constants().to(device)
-        tau_min = float(taus.min())
+        tau_min = float(taus.detach().min())
         dt = tau_min if dt is None else dt
         step_fraction(dt, tau_min)
         dt = float(dt)
@@ -286,16 +300,27 @@ class ContractingModule(ContractingSystem):
     #: "theorem3" (``W = -P1 Q P2``), or "none" (no constant metric)
     family: str = "diagonal"
 
+    def module_metric_diagonal(self) -> torch.Tensor:
+        """The diagonal metric ``M`` of the condition (one time constant), float64."""
+        raise NotImplementedError(f"{type(self).__name__} has a dense metric")
+
+    def metric_diagonal(self) -> torch.Tensor:
+        """``M``, or ``M T`` with per-unit time constants (``P J = M (-I + W D)``)."""
+        m = self.module_metric_diagonal()
+        if self.time is not None and self.time.per_unit:
+            return m * self.time_constants().to(m.device)
+        return m
+
     def normalised_weight(self) -> torch.Tensor:
-        """``R W R^{-1}`` (diagonal metrics only), in the parameters' dtype."""
-        r = self.metric_diagonal().sqrt()
+        """``R W R^{-1}`` with ``M = R^2`` (diagonal metrics only), in the parameters' dtype."""
+        r = self.module_metric_diagonal().sqrt()
         w = self.weight()
         return (w.to(torch.float64) * (r[:, None] / r[None, :])).to(w.dtype)
 
     def running_weight(self, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``S W S^{-1}`` in ``dtype`` for the running scale ``s`` (float64)."""
         if self.has_constant_metric and self.metric_is_diagonal():
-            q = self.metric_diagonal().sqrt().to(scale.device) / scale
+            q = self.module_metric_diagonal().sqrt().to(scale.device) / scale
             core = self.normalised_weight().to(dtype)
             return core * (q[None, :] / q[:, None]).to(dtype)
         w = self.weight().to(dtype)

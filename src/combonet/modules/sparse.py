@@ -115,7 +115,7 @@ class SparseModule(ContractingModule):
     def weight(self) -> torch.Tensor:
         return self._w
 
-    def metric_diagonal(self) -> torch.Tensor:
+    def module_metric_diagonal(self) -> torch.Tensor:
         return self._p
 
     def metric_is_diagonal(self) -> bool:
@@ -164,7 +164,7 @@ class TrainableSparseModule(ContractingModule):
         v = torch.exp(self.log_scale)
         return v[:, None] * self._r() / v[None, :]
 
-    def metric_diagonal(self) -> torch.Tensor:
+    def module_metric_diagonal(self) -> torch.Tensor:
         return torch.exp(-2 * self.log_scale.to(torch.float64))
 
     def metric_is_diagonal(self) -> bool:

@@ -47,7 +47,7 @@ class SVDModule(ContractingModule):
         phi = torch.exp(self.log_phi)
         return self.normalised_weight() * phi[None, :] / phi[:, None]
 
-    def metric_diagonal(self) -> torch.Tensor:
+    def module_metric_diagonal(self) -> torch.Tensor:
         return torch.exp(2 * self.log_phi.to(torch.float64))
 
     def metric_is_diagonal(self) -> bool:

@@ -40,7 +40,7 @@ class TriangularModule(ContractingModule):
     def _comparison(self) -> torch.Tensor:
         return comparison_matrix(self.weight().to(torch.float64), self.g)
 
-    def metric_diagonal(self) -> torch.Tensor:
+    def module_metric_diagonal(self) -> torch.Tensor:
         return closed_form_metric(self._comparison())
 
     def metric_is_diagonal(self) -> bool:
