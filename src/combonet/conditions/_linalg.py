@@ -1,10 +1,12 @@
 """Small float64 helpers shared by the condition checkers: symmetric parts, round-off allowances,
-and the power-of-two normalisation that keeps every checker free of overflow.
+and the normalisation that keeps every checker free of overflow.
 
-A condition of the form ``1 - g f(W) > 0`` with ``f`` positively homogeneous is evaluated on
-``W^ = W / s`` (``s`` a power of two, so the division is exact) as ``u (beta - alpha f(W^))``
-with ``u = max(g s, 1)``, ``alpha = g s / u`` and ``beta = 1 / u``: both factors are at most 1,
-so nothing overflows and, for ``g s <= 1``, the numbers are exactly those of the direct formula.
+A matrix with entries outside ``[2^-500, 2^500]`` is divided by a power of two ``s`` (exactly)
+before anything is computed from it; in the normal range ``s = 1`` and every number is the
+direct formula's. A condition ``1 - g f(W) > 0`` with ``f`` positively homogeneous is then
+evaluated as ``u (beta - alpha f(W / s))`` with ``u = 1``, ``alpha = g s``, ``beta = 1`` while
+``g s <= 2^500``, and ``u = g s``, ``alpha = 1``, ``beta = 1 / (g s)`` beyond: no intermediate
+overflows for any finite ``W``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 
 EPS = float(np.finfo(np.float64).eps)
-FLOAT_MAX = float(np.finfo(np.float64).max)
 _MIN_EXP, _MAX_EXP = -1022, 1023  # powers of two that are normal float64 numbers
 
 
@@ -24,9 +25,17 @@ def sym(a: np.ndarray) -> np.ndarray:
     return a / 2 + a.T / 2
 
 
+def fro(b: np.ndarray) -> float:
+    """``||b||_F`` without intermediate overflow (``inf`` only when the norm itself is)."""
+    m = float(np.max(np.abs(b))) if b.size else 0.0
+    if m == 0 or not math.isfinite(m):
+        return m
+    return float(np.linalg.norm(b / m)) * m
+
+
 def eig_tol(b: np.ndarray) -> float:
     """Round-off allowance for ``lambda_max`` of a float64 matrix built from ``b``."""
-    return 64.0 * b.shape[0] * EPS * (float(np.linalg.norm(b)) + 1.0)
+    return 64.0 * b.shape[0] * EPS * (fro(b) + 1.0)
 
 
 def normalised_rate(b: np.ndarray) -> float:
@@ -42,12 +51,26 @@ def diag_kappa(p: np.ndarray) -> float:
         return float(p.max() / p.min())
 
 
-def pow2_scale(W: np.ndarray) -> tuple[np.ndarray, float]:
-    """``(W / s, s)`` with ``s`` the power of two just above ``max |W|`` (1 for ``W = 0``).
+_BIG = 2.0**500  # beyond this (or below its inverse) matrices are normalised first
 
-    The division is exact, ``|W / s| <= 1`` (``<= 2`` beyond ``2^1023``), and every
-    positively homogeneous quantity of ``W`` is ``s`` times that of ``W / s``.
+
+def pow2_scale(W: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(W / s, s)``: ``s = 1`` if ``max |W|`` lies in ``[2^-500, 2^500]`` (or ``W = 0``),
+    else the power of two just above ``max |W|``.
+
+    The division is exact, and every positively homogeneous quantity of ``W`` is ``s`` times
+    that of ``W / s``; products of two entries of ``W / s`` cannot overflow.
     """
+    m = float(np.max(np.abs(W))) if W.size else 0.0
+    if m == 0 or 1.0 / _BIG <= m <= _BIG:
+        return W.copy(), 1.0
+    s = pow2(m)
+    return W / s, s
+
+
+def pow2_normalise(W: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(W / s, s)`` with ``s`` the power of two just above ``max |W|`` (1 for ``W = 0``), for
+    scale-invariant computations: ``|W / s| <= 1`` (``<= 2`` beyond ``2^1023``), exactly."""
     m = float(np.max(np.abs(W))) if W.size else 0.0
     s = pow2(m)
     return W / s, s
@@ -62,7 +85,7 @@ def pow2(m: float) -> float:
 
 
 class Unit(NamedTuple):
-    """``u = max(g s, 1)`` with ``alpha = g s / u`` and ``beta = 1 / u`` (both ``<= 1``)."""
+    """``u`` with ``g s = u alpha`` and ``1 = u beta`` (``alpha, beta <= 2^500``)."""
 
     alpha: float
     beta: float
@@ -83,12 +106,12 @@ class Unit(NamedTuple):
 
 
 def unit(g: float, s: float) -> Unit:
-    """:class:`Unit` for ``g s``; formed directly (exactly, ``s`` being a power of two) unless
-    ``g s`` overflows, in which case ``u`` is carried as its logarithm."""
+    """:class:`Unit` for ``g s``: ``u = 1`` up to ``g s = 2^500`` (the direct formula), else
+    ``u = g s`` (carried as its logarithm if ``g s`` overflows)."""
     sigma = g * s
+    if sigma <= _BIG:
+        return Unit(sigma, 1.0, 1.0, 0.0)
     if math.isfinite(sigma):
-        if sigma <= 1:
-            return Unit(sigma, 1.0, 1.0, 0.0)
         return Unit(1.0, 1.0 / sigma, sigma, math.log(sigma))
     log_u = math.log(g) + math.log(s)
     return Unit(1.0, math.exp(-log_u), math.inf, log_u)
@@ -129,4 +152,4 @@ def normalise_diag(p: np.ndarray) -> np.ndarray:
         q = p / p.min()
     if np.all(np.isfinite(q)):
         return q
-    return p / math.sqrt(p.min()) / math.sqrt(p.max())
+    return p / (math.sqrt(p.min()) * math.sqrt(p.max()))

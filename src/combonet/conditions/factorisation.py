@@ -15,10 +15,11 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._inputs import as_diag, as_matrix, g_tau, input_eps, positive
-from ._linalg import EPS, pow2_scale, rel_asymmetry, sym, unit
+from ._linalg import EPS, fmt, fro, pow2_normalise, pow2_scale, rel_asymmetry, sym, unit
 from .results import ConditionResult
 
 _LOG_MAX = math.log(float(np.finfo(np.float64).max)) - 1.0
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _theorem3_rate(w_hat: np.ndarray, s: float, M: np.ndarray, g: float) -> tuple[float, float]:
@@ -44,9 +45,9 @@ def _theorem3_rate(w_hat: np.ndarray, s: float, M: np.ndarray, g: float) -> tupl
     err = gamma * (np.abs(M) @ np.abs(w_hat))  # entrywise bound on |fl(M W^) - M W^|
     n_off = n_hat - np.diag(np.diag(n_hat))
     err_off = err - np.diag(np.diag(err))
-    off = float(np.linalg.norm(n_off, 2)) * (1.0 + 64.0 * n * EPS) + float(np.linalg.norm(err_off))
+    off = float(np.linalg.norm(n_off, 2)) * (1.0 + 64.0 * n * EPS) + fro(err_off)
     top_diag = float(np.max(np.diag(n_hat) + np.diag(err)))
-    lam_min = float(np.linalg.eigvalsh(M)[0]) - 64.0 * n * EPS * float(np.linalg.norm(M))
+    lam_min = float(np.linalg.eigvalsh(M)[0]) - 64.0 * n * EPS * fro(M)
     if not lam_min > 0:
         return -math.inf, math.inf
     un = unit(g, s)  # g s = u alpha
@@ -57,13 +58,16 @@ def _theorem3_rate(w_hat: np.ndarray, s: float, M: np.ndarray, g: float) -> tupl
 
 
 def _congruence(core: np.ndarray, log_e: np.ndarray) -> np.ndarray | None:
-    """``E core E`` with ``E = diag(e^{log_e})``; if that leaves float64, the same up to a
-    positive factor (``log_e`` centred); ``None`` if even that is not representable."""
-    for shift in (0.0, (float(log_e.max()) + float(log_e.min())) / 2):
+    """``E core E`` with ``E = diag(e^{log_e})``; if that leaves ``[2^-400, 2^400]``, the same
+    up to a positive factor (``log_e`` centred); ``None`` if even that over- or underflows."""
+    centre = (float(log_e.max()) + float(log_e.min())) / 2
+    for shift, lo, hi in ((0.0, 2.0**-400, 2.0**400), (centre, 0.0, math.inf)):
         with np.errstate(all="ignore"):
             e = np.exp(log_e - shift)
             m = sym(core * e[:, None] * e[None, :])
-        if np.all(np.isfinite(m)) and np.all(e > 0) and np.all(np.isfinite(e)):
+        top = float(np.max(np.abs(m)))
+        if (np.all(np.isfinite(m)) and np.all(e >= _TINY) and np.all(np.isfinite(e))
+                and lo <= top <= hi):
             return m
     return None
 
@@ -144,7 +148,7 @@ def _theorem3_given(W, g, tau, P1, Q, P2, rtol) -> ConditionResult:
     q = as_matrix(Q, "Q")
     if q.shape != (n, n):
         raise ValueError(f"Q must be {n}x{n} to match W; received shape {q.shape}")
-    q_hat, sq = pow2_scale(q)
+    q_hat, sq = pow2_normalise(q)
     qs = sym(q_hat)
     asym = rel_asymmetry(q)
     ev = np.linalg.eigvalsh(qs)
@@ -237,7 +241,7 @@ def _theorem3_search(W: np.ndarray, g: float, tau: float, rtol: float) -> Condit
             f"the diagonal scaling S that would make S W symmetric spans e^{np.ptp(log_s):.0f}, "
             "beyond float64: this factorisation cannot be evaluated in float64", details)
     s = np.exp(log_s)
-    w_hat, _ = pow2_scale(W)
+    w_hat, w_scale = pow2_normalise(W)
     sw = s[:, None] * w_hat
     sw_max = float(np.max(np.abs(sw)))
     mismatch = float(np.max(np.abs(sw / sw_max - sw.T / sw_max)))
@@ -248,14 +252,14 @@ def _theorem3_search(W: np.ndarray, g: float, tau: float, rtol: float) -> Condit
             f"no factorisation W = -P1 Q P2: the ratios W_ij / W_ji are inconsistent around a "
             f"cycle (no positive diagonal S makes S W symmetric; relative residual "
             f"{mismatch:.3g} > rtol = {rtol:.1g})", details)
-    q_hat, _ = pow2_scale(-sym(sw))
+    q_hat, q_scale = pow2_normalise(-sym(sw))
     ev = np.linalg.eigvalsh(q_hat)
     if ev[0] <= 0:
         return ConditionResult(
             "Theorem 3", False, float(ev[0] / np.max(np.abs(ev))), None, None,
             f"no factorisation W = -P1 Q P2: S W is symmetric for S = diag(s) (unique per "
             f"component up to scale) but -S W is not positive definite (lambda_min = "
-            f"{ev[0]:.3g} relative to max |S W|)", details)
+            f"{fmt(ev[0] * q_scale * w_scale, '.3g')})", details)
     try:
         qinv = sla.cho_solve(sla.cho_factor(q_hat), np.eye(n))
     except np.linalg.LinAlgError:

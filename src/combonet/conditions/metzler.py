@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ._inputs import as_matrix, fraction, g_tau, positive, solver_names
-from ._linalg import EPS, diag_kappa, eig_tol, fmt, pow2
+from ._linalg import EPS, diag_kappa, eig_tol, fmt, fro, pow2
 from ._solvers import GP_SOLVERS, cvxpy, solve
 from .results import ConditionResult
 
@@ -64,7 +64,11 @@ ArrayLike = Any  # a torch tensor, a numpy array, or nested sequences of numbers
 
 
 class NotHurwitzError(ValueError):
-    """The Metzler matrix is not Hurwitz, so no diagonal metric exists."""
+    """The Metzler matrix is not Hurwitz, so no diagonal metric exists; ``reason`` says why."""
+
+    def __init__(self, reason: str, what: str = "A") -> None:
+        self.reason = reason
+        super().__init__(f"{what} is not Hurwitz: {reason}")
 
 
 class MetricRangeError(ValueError):
@@ -180,32 +184,32 @@ def closed_form_metric(a: ArrayLike):
     ``v`` could not be computed positive), ``ValueError`` if ``A`` is not a finite Metzler matrix.
     """
     t, as_tensor = _matrix(a, "A", finite=False)
-    n = t.shape[0]
-    if bool(torch.isnan(t).any()):
+    an = t.detach().cpu().numpy()  # structural checks in numpy: cheap for small matrices
+    n = an.shape[0]
+    if np.isnan(an).any():
         raise ValueError(f"A must be a finite Metzler matrix; received an {n}x{n} matrix with "
-                         f"{int(torch.isnan(t).sum())} NaN entries")
-    eye = torch.eye(n, dtype=torch.bool, device=t.device)
-    off = t.detach().masked_fill(eye, 0.0)
-    if bool((off < 0).any()):
-        i, j = (int(k) for k in torch.nonzero(off < 0)[0])
+                         f"{int(np.isnan(an).sum())} NaN entries")
+    off = an - np.diag(np.diag(an))
+    if (off < 0).any():
+        i, j = np.argwhere(off < 0)[0]
         raise ValueError(f"A must be Metzler (off-diagonal entries >= 0); received A[{i},{j}] = "
-                         f"{float(t[i, j]):.4g}")
-    lower = not bool(torch.triu(t.detach(), 1).any())
-    upper = not bool(torch.tril(t.detach(), -1).any())
-    p = _triangular_metric(t, upper=not lower) if lower or upper else _general_metric(t)
-    return _out(p, as_tensor)
+                         f"{an[i, j]:.4g}")
+    lower, upper = not np.triu(an, 1).any(), not np.tril(an, -1).any()
+    if not (lower or upper):
+        return _out(_general_metric(t, an), as_tensor)
+    return _out(_triangular_metric(t, an, upper=not lower), as_tensor)
 
 
-def _triangular_metric(t: torch.Tensor, upper: bool) -> torch.Tensor:
-    d = torch.diagonal(t).detach()
-    if not bool((d < 0).all()):
-        i = int(torch.nonzero(~(d < 0))[0])
+def _triangular_metric(t: torch.Tensor, an: np.ndarray, upper: bool) -> torch.Tensor:
+    d = np.diag(an)
+    if not (d < 0).all():
+        i = int(np.argmax(~(d < 0)))
         raise NotHurwitzError(
-            f"A is triangular with diagonal entry A[{i},{i}] = {float(d[i]):.4g} >= 0, so it is "
-            "not Hurwitz (a triangular Metzler matrix is Hurwitz iff its diagonal is negative)")
-    if not bool(torch.isfinite(d).all()):
+            f"it is triangular with diagonal entry A[{i},{i}] = {d[i]:.4g} >= 0 (a "
+            "triangular Metzler matrix is Hurwitz iff its diagonal is negative)")
+    if not np.isfinite(d).all():
         raise ValueError("A must be finite; received a diagonal entry -inf")
-    if not bool(torch.isfinite(t).all()):
+    if not np.isfinite(an).all():
         raise MetricRangeError(
             "A is triangular with a negative diagonal (Hurwitz) but has an off-diagonal entry "
             "beyond float64, so every diagonal metric has a condition number beyond float64 "
@@ -220,8 +224,8 @@ def _triangular_metric(t: torch.Tensor, upper: bool) -> torch.Tensor:
     return p
 
 
-def _general_metric(t: torch.Tensor) -> torch.Tensor:
-    if not bool(torch.isfinite(t).all()):
+def _general_metric(t: torch.Tensor, an: np.ndarray) -> torch.Tensor:
+    if not np.isfinite(an).all():
         raise ValueError("A must be finite (a non-triangular A with an entry beyond float64 "
                          "cannot be decided Hurwitz in float64)")
     minus_one = -torch.ones(t.shape[0], 1, dtype=torch.float64, device=t.device)
@@ -229,39 +233,35 @@ def _general_metric(t: torch.Tensor) -> torch.Tensor:
         v = torch.linalg.solve(t, minus_one)[:, 0]
         w = torch.linalg.solve(t.T, minus_one)[:, 0]
     except RuntimeError:  # torch.linalg.LinAlgError: an exactly singular A
-        raise NotHurwitzError("A is singular, hence not Hurwitz") from None
+        raise NotHurwitzError("it is singular") from None
     p = _ratio_metric(v, w)
     if p is not None:
         return p
-    vd, wd = v.detach(), w.detach()
-    if bool((torch.isfinite(vd) & torch.isfinite(wd) & (vd > 0) & (wd > 0)).all()):
+    vn, wn = v.detach().cpu().numpy(), w.detach().cpu().numpy()
+    if (np.isfinite(vn) & np.isfinite(wn) & (vn > 0) & (wn > 0)).all():
         return _from_logs(torch.log(w) - torch.log(v), t, triangular=False)
-    tt = t.detach()
-    m = float(tt.abs().max())
-    abscissa = float(torch.linalg.eigvals(tt / m).real.max()) * m
-    tol = 64.0 * t.shape[0] * EPS * float(torch.linalg.matrix_norm(tt))
+    m = float(np.abs(an).max())
+    abscissa = float(np.linalg.eigvals(an / m).real.max()) * m
+    tol = 64.0 * an.shape[0] * EPS * fro(an)
     if abscissa < -tol:
         raise MetricRangeError(
             f"A is Hurwitz (spectral abscissa {abscissa:.3g}) but -A^{{-1}} 1 could not be "
             "computed positive in float64 (A is too ill-conditioned for an LU solve), so the "
             "closed-form diagonal metric is not available")
-    raise NotHurwitzError(f"A is not Hurwitz: -A^{{-1}} 1 is not positive (spectral abscissa "
-                          f"{abscissa:.3g})")
+    raise NotHurwitzError(f"-A^{{-1}} 1 is not positive (spectral abscissa {abscissa:.3g})")
 
 
 def _ratio_metric(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     """``(w / v) / min(w / v)`` if every step stays in the normal float64 range, else ``None``."""
-    vd, wd = v.detach(), w.detach()
-    if not bool((torch.isfinite(vd) & torch.isfinite(wd) & (vd >= _TINY) & (wd >= _TINY)).all()):
+    vn, wn = v.detach().cpu().numpy(), w.detach().cpu().numpy()
+    if not (np.isfinite(vn) & np.isfinite(wn) & (vn >= _TINY) & (wn >= _TINY)).all():
         return None
+    with np.errstate(over="ignore", under="ignore"):
+        pn = wn / vn
+        if not (np.isfinite(pn) & (pn >= _TINY)).all() or not pn.max() / pn.min() <= KAPPA_MAX:
+            return None
     p = w / v
-    pd = p.detach()
-    if not bool((torch.isfinite(pd) & (pd >= _TINY)).all()):
-        return None
-    p = p / p.min()
-    if not bool((p.detach() <= KAPPA_MAX).all()):
-        return None
-    return p
+    return p / p.min()
 
 
 def _log_substitution(t: torch.Tensor, upper: bool) -> torch.Tensor:
@@ -383,16 +383,16 @@ def _theorem1_closed_form(W: np.ndarray, g: float, a: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(a)):  # some g|W_ij| exceeds float64
         rho = theorem1_radius(W, g)
         if not rho < 1:
-            raise NotHurwitzError("Theorem 1 fails: g|W| - I is not Hurwitz, so no diagonal "
-                                  "metric exists (g|W| has entries beyond float64)")
+            raise NotHurwitzError("g|W| has entries beyond float64, so no diagonal metric exists",
+                                  "Theorem 1 fails: g|W| - I")
         raise MetricRangeError(
             "g|W| - I is Hurwitz but has an entry g|W_ij| beyond float64 (1.8e308), so every "
             "diagonal metric has condition number above (g|W_ij|)^2 / 4: none is representable")
     try:
         p = closed_form_metric(a)
     except NotHurwitzError as exc:
-        raise NotHurwitzError(f"Theorem 1 fails: g|W| - I is not Hurwitz, so no diagonal "
-                              f"metric exists ({exc})") from None
+        raise NotHurwitzError(f"{exc.reason}, so no diagonal metric exists",
+                              "Theorem 1 fails: g|W| - I") from None
     except MetricRangeError as exc:
         raise MetricRangeError(f"Theorem 1: g|W| - I: {exc}") from None
     mu, tol = _rate_and_tol(a, p)

@@ -21,6 +21,7 @@ from ._linalg import (
     Unit,
     diag_kappa,
     fmt,
+    fro,
     normalise_diag,
     normalised_rate,
     one_minus,
@@ -159,7 +160,7 @@ def check_theorem5(W: Any, g: float = 1.0, tau: float = 1.0, P: Any = None, *,
     sigma_hat, name, p = min(scored, key=lambda x: x[0])
     sigma = un.scale(un.alpha * sigma_hat)
     details.update({"sigma": sigma, "metric_source": name})
-    margin, holds = one_minus(un, sigma_hat, n, float(np.linalg.norm(w_hat)))
+    margin, holds = one_minus(un, sigma_hat, n, fro(w_hat))
     if not holds:
         why = ("the given P does not satisfy it" if P is not None else
                f"no positive diagonal P found (LMI solver status: {details['solver_status']})")
@@ -258,7 +259,7 @@ def check_theorem6(W: Any, g: float = 1.0, tau: float = 1.0, P: Any = None, *,
     c_hat, name, p = max(scored, key=lambda x: x[0])
     c = un.scale(c_hat)
     details.update({"c": c, "P": p, "metric_source": name})
-    tol_hat = 64.0 * n * EPS * (un.alpha * float(np.linalg.norm(w_hat)) + un.beta)
+    tol_hat = 64.0 * n * EPS * (un.alpha * fro(w_hat) + un.beta)
     if not c_hat > tol_hat:
         return ConditionResult(
             "Theorem 6", False, min(c, 0.0), None, None,
