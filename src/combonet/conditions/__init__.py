@@ -31,10 +31,11 @@ best-conditioned Theorem-1 metric comes from an exactly equivalent *geometric pr
 measured 5-50x faster and exact. Theorems 5 and 6 first optimise the diagonal scaling directly
 (L-BFGS on ``log P``) and only call the LMI solver when that finds nothing.
 
-Every ``check_theorem*`` is total for finite input across the float64 range: scale-invariant
-parts are evaluated on ``W / s`` (``s`` a power of two), the others in units that cannot
-overflow, and a condition that holds but whose metric cannot be represented in float64 is
-reported as not holding, with the reason. Only malformed input raises ``ValueError``.
+Every ``check_theorem*`` is total for finite input across the float64 range: matrices with
+entries beyond ``2^+-500`` (and, always, Theorem 3's scale-invariant factorisation) are divided
+exactly by a power of two ``s``, the rest is evaluated in units that cannot overflow, and a
+condition that holds but whose metric cannot be represented in float64 is reported as not
+holding, with the reason. Only malformed input raises ``ValueError``.
 
 Layout, one proof family per module: :mod:`.metzler` (Theorems 1 and 4: comparison matrix,
 closed-form and best-conditioned diagonal metric, rate in a diagonal metric, spectral radius --

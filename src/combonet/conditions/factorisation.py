@@ -40,9 +40,12 @@ def _theorem3_rate(w_hat: np.ndarray, s: float, M: np.ndarray, g: float) -> tupl
     ``lambda_min(M)`` added to the bounds. Returns ``(mu, ||N_o|| / ||N||)``.
     """
     n = w_hat.shape[0]
-    n_hat = M @ w_hat
-    gamma = n * EPS / (1.0 - n * EPS)
-    err = gamma * (np.abs(M) @ np.abs(w_hat))  # entrywise bound on |fl(M W^) - M W^|
+    with np.errstate(over="ignore", invalid="ignore"):
+        n_hat = M @ w_hat
+        gamma = n * EPS / (1.0 - n * EPS)
+        err = gamma * (np.abs(M) @ np.abs(w_hat))  # entrywise bound on |fl(M W^) - M W^|
+    if not (np.all(np.isfinite(n_hat)) and np.all(np.isfinite(err))):
+        return -math.inf, math.inf
     n_off = n_hat - np.diag(np.diag(n_hat))
     err_off = err - np.diag(np.diag(err))
     off = float(np.linalg.norm(n_off, 2)) * (1.0 + 64.0 * n * EPS) + fro(err_off)
@@ -130,7 +133,9 @@ def _theorem3_finish(W: np.ndarray, g: float, tau: float, M: np.ndarray | None, 
             "entries span beyond the float64 range)", details)
     w_hat, s = pow2_scale(W)
     mu, rel_off = _theorem3_rate(w_hat, s, M, g)
-    details.update({"kappa": float(np.linalg.cond(M)), "offdiag_of_MW": rel_off})
+    with np.errstate(all="ignore"):
+        kappa = float(np.linalg.cond(M))
+    details.update({"kappa": kappa, "offdiag_of_MW": rel_off})
     if not mu > 0:
         return ConditionResult(
             "Theorem 3", False, min(margin, 0.0), None, None,

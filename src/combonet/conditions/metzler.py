@@ -73,7 +73,11 @@ class NotHurwitzError(ValueError):
 
 class MetricRangeError(ValueError):
     """The Metzler matrix is Hurwitz, but its diagonal metric cannot be represented (or not
-    computed) in float64; the message says whether any diagonal metric could be."""
+    computed) in float64; ``reason`` says why, and whether any diagonal metric could be."""
+
+    def __init__(self, reason: str, what: str = "A") -> None:
+        self.reason = reason
+        super().__init__(f"{what} is Hurwitz, but {reason}")
 
 
 # -- conversions ----------------------------------------------------------------------------
@@ -211,8 +215,8 @@ def _triangular_metric(t: torch.Tensor, an: np.ndarray, upper: bool) -> torch.Te
         raise ValueError("A must be finite; received a diagonal entry -inf")
     if not np.isfinite(an).all():
         raise MetricRangeError(
-            "A is triangular with a negative diagonal (Hurwitz) but has an off-diagonal entry "
-            "beyond float64, so every diagonal metric has a condition number beyond float64 "
+            "it has an off-diagonal entry beyond float64 (it is triangular with a negative "
+            "diagonal), so every diagonal metric has a condition number beyond float64 "
             "(p_j / p_i > A_ij^2 / (4 A_ii A_jj)): none is representable")
     minus_one = -torch.ones(t.shape[0], 1, dtype=torch.float64, device=t.device)
     v = torch.linalg.solve_triangular(t, minus_one, upper=upper)[:, 0]
@@ -245,9 +249,9 @@ def _general_metric(t: torch.Tensor, an: np.ndarray) -> torch.Tensor:
     tol = 64.0 * an.shape[0] * EPS * fro(an)
     if abscissa < -tol:
         raise MetricRangeError(
-            f"A is Hurwitz (spectral abscissa {abscissa:.3g}) but -A^{{-1}} 1 could not be "
-            "computed positive in float64 (A is too ill-conditioned for an LU solve), so the "
-            "closed-form diagonal metric is not available")
+            f"-A^{{-1}} 1 could not be computed positive in float64 (spectral abscissa "
+            f"{abscissa:.3g}; A is too ill-conditioned for an LU solve), so the closed-form "
+            "diagonal metric is not available")
     raise NotHurwitzError(f"-A^{{-1}} 1 is not positive (spectral abscissa {abscissa:.3g})")
 
 
@@ -284,9 +288,9 @@ def _from_logs(log_p: torch.Tensor, t: torch.Tensor, triangular: bool) -> torch.
     log_p = log_p - log_p.min()
     top = float(log_p.detach().max())
     if not top <= _LOG_KAPPA_MAX:
-        msg = (f"A is Hurwitz, but its closed-form diagonal metric P = diag(w / v) has condition "
-               f"number about 1e{top / _LN10:.0f}, beyond float64 (P and P^-1 stay normal "
-               f"float64 numbers only up to 2^1022 = 4.5e307)")
+        msg = (f"its closed-form diagonal metric P = diag(w / v) has condition number about "
+               f"1e{top / _LN10:.0f}, beyond float64 (P and P^-1 stay normal float64 numbers "
+               f"only up to 2^1022 = 4.5e307)")
         if triangular:
             bound = _log_kappa_lower_bound(t.detach())
             if bound > _LOG_KAPPA_MAX:
@@ -386,15 +390,15 @@ def _theorem1_closed_form(W: np.ndarray, g: float, a: np.ndarray) -> np.ndarray:
             raise NotHurwitzError("g|W| has entries beyond float64, so no diagonal metric exists",
                                   "Theorem 1 fails: g|W| - I")
         raise MetricRangeError(
-            "g|W| - I is Hurwitz but has an entry g|W_ij| beyond float64 (1.8e308), so every "
-            "diagonal metric has condition number above (g|W_ij|)^2 / 4: none is representable")
+            "it has an entry g|W_ij| beyond float64 (1.8e308), so every diagonal metric has "
+            "condition number above (g|W_ij|)^2 / 4: none is representable", "g|W| - I")
     try:
         p = closed_form_metric(a)
     except NotHurwitzError as exc:
         raise NotHurwitzError(f"{exc.reason}, so no diagonal metric exists",
                               "Theorem 1 fails: g|W| - I") from None
     except MetricRangeError as exc:
-        raise MetricRangeError(f"Theorem 1: g|W| - I: {exc}") from None
+        raise MetricRangeError(exc.reason, "g|W| - I") from None
     mu, tol = _rate_and_tol(a, p)
     if not mu > tol:
         raise ValueError(f"Theorem 1 closed-form metric failed float64 verification (rate "
@@ -525,10 +529,10 @@ def check_theorem4(W: ArrayLike, g: float = 1.0, tau: float = 1.0) -> ConditionR
     a = comparison_matrix(W, g)
     try:
         p = closed_form_metric(a)
-    except ValueError as exc:
+    except MetricRangeError as exc:
         return ConditionResult("Theorem 4", False, 0.0, None, None,
-                               f"condition holds but the metric failed in float64: {exc}",
-                               details)
+                               f"condition holds, but no metric is available in float64: the "
+                               f"comparison matrix is Hurwitz, but {exc.reason}", details)
     mu, tol = _rate_and_tol(a, p)
     if not mu > tol:
         return ConditionResult(

@@ -3,8 +3,8 @@
 
 Both search ``ell = log diag(P)`` by L-BFGS (the objectives are convex in ``ell``) and fall back
 to an LMI solver. The searches are invariant under ``W -> c W`` (``c > 0``) up to the ``I``
-term, so they run on ``W^ = W / s`` (``s`` a power of two) in units of ``u = max(g s, 1)``
-(see ``_linalg``): no overflow for any finite ``W``.
+term, so a ``W`` with entries beyond ``2^+-500`` is divided by a power of two ``s`` first and
+``g s`` beyond ``2^500`` becomes the unit (see ``_linalg``): no overflow for any finite ``W``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def check_theorem5(W: Any, g: float = 1.0, tau: float = 1.0, P: Any = None, *,
        by step 2 (skipped when ``g W`` has entries beyond float64).
 
     The best candidate (identity included) is verified in float64. ``sigma`` is positively
-    homogeneous in ``W``, so all of this runs on ``W / s``.
+    homogeneous in ``W``, so an extreme ``W`` is searched as ``W / s`` (``s`` a power of two).
     """
     W = as_matrix(W)
     g, tau = g_tau(g, tau)
@@ -223,7 +223,7 @@ def check_theorem6(W: Any, g: float = 1.0, tau: float = 1.0, P: Any = None, *,
     L-BFGS from ``P = I``; if that finds no ``c > 0``, cvxpy (SCS by default) solves ``min t``
     s.t. ``(gW - I)P + P(gW - I)^T <= -I``, ``0 <= P <= t I``, polished the same way. ``P`` and
     ``c`` are reported in ``details`` after a float64 check. Everything runs on
-    ``(g W - I) / u`` (``u = max(g max|W|, 1)`` up to a power of two): no overflow.
+    ``(g W - I) / u`` (``u = 1`` unless ``g max|W|`` exceeds ``2^500``): no overflow.
     """
     W = as_matrix(W)
     g, tau = g_tau(g, tau)

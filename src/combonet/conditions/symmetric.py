@@ -20,8 +20,9 @@ def check_theorem2(W: Any, g: float = 1.0, tau: float = 1.0) -> ConditionResult:
     ``D J + J^T D <= -2 lam D`` with ``lam = (1 - g max(lambda_max(W), 0)) / tau`` (with
     ``lambda_max`` raised by its round-off allowance ``64 n eps ||W||``).
     Symmetry tolerance: ``1e-10`` relative to ``max(1, max |W|)`` (``10 eps`` of the input dtype
-    for float32 input). Evaluated on ``W / s`` (``s`` a power of two): no overflow for any
-    finite ``W``; the margin ``1 - g lambda_max(W)`` is ``inf`` when it exceeds float64.
+    for float32 input). A ``W`` with entries beyond ``2^+-500`` is divided by a power of two
+    first: no overflow for any finite ``W``; the margin ``1 - g lambda_max(W)`` is ``inf`` when
+    it exceeds float64.
     """
     tol = max(1e-10, 10.0 * input_eps(W))
     W = as_matrix(W)
