@@ -2,7 +2,8 @@
 
 Every certificate the code returns is re-checked here with plain numpy on
 ``J = (-I + W D) / tau`` -- at all vertices of the slope box ``[0, g]^n`` (small ``n``) and at
-random ``D`` -- never with the code under test.
+random ``D`` -- never with the code under test; across the whole float64 range (issue 10, item
+8) the same inequality is decided in mpmath at 700 digits, where it is exact.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import itertools
 import json
 import math
 
+import mpmath  # ships with torch (via sympy)
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -643,8 +645,6 @@ def test_every_returned_certificate_is_valid(n, g, tau, scale, seed, density):
                   C.check_theorem5, C.check_theorem6):
         res = check(W, g, tau)
         check_result_invariants(res)
-        if res.holds and abs(math.log10(np.max(np.abs(W)) + 1e-320)) > 100:
-            event(f"{res.theorem} holds for max |W| beyond 1e+-100")
         if res.metric is not None:
             assert_contracts(W, g, tau, res.metric, res.rate, rng, res.theorem)
 
@@ -681,7 +681,6 @@ def assert_contracts_exactly(W, g, tau, M, lam, ds, what=""):
     numbers of any exponent is exact for ``n <= 4``: an independent check valid across the whole
     float64 range (the float64 ``assert_contracts`` cannot resolve ``2 lam M`` next to
     ``M W D`` when ``W ~ 1e300``)."""
-    mpmath = pytest.importorskip("mpmath")
     n = W.shape[0]
     with mpmath.workdps(700):
         w = [[mpmath.mpf(float(x)) for x in row] for row in W]
@@ -788,7 +787,7 @@ def test_checkers_total_and_sound_across_the_float64_range(case, g, tau):
                   C.check_theorem5, C.check_theorem6):
         res = check(W, g, tau)
         check_result_invariants(res)
-        if res.holds and abs(math.log10(np.max(np.abs(W)) + 1e-320)) > 100:
+        if res.holds and abs(math.log10(max(float(np.max(np.abs(W))), 1e-300))) > 100:
             event(f"{res.theorem} holds for max |W| beyond 1e+-100")
         if res.metric is not None:
             assert np.all(np.isfinite(res.metric))
