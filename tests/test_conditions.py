@@ -2,7 +2,8 @@
 
 Every certificate the code returns is re-checked here with plain numpy on
 ``J = (-I + W D) / tau`` -- at all vertices of the slope box ``[0, g]^n`` (small ``n``) and at
-random ``D`` -- never with the code under test.
+random ``D`` -- never with the code under test; across the whole float64 range (issue 10, item
+8) the same inequality is decided in mpmath at 700 digits, where it is exact.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import itertools
 import json
 import math
 
+import mpmath  # ships with torch (via sympy)
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from combonet import conditions as C
@@ -656,3 +658,140 @@ def test_result_to_dict_and_str():
     assert math.isclose(d["rate"], res.rate)
     assert str(res).startswith("Theorem 1 holds (margin")
     assert "does not hold" in str(C.check_theorem1(np.array([[2.0]])))
+
+
+# -- the float64 range (issue 10, item 8) ---------------------------------------------------
+def mp_negative_definite(K) -> bool:
+    """``K < 0`` for a symmetric mpmath matrix (list of rows): LDL^T pivots of ``-K`` > 0."""
+    a = [[-x for x in row] for row in K]
+    n = len(a)
+    for k in range(n):
+        if not a[k][k] > 0:
+            return False
+        for i in range(k + 1, n):
+            f = a[i][k] / a[k][k]
+            for j in range(k + 1, n):
+                a[i][j] -= f * a[k][j]
+    return True
+
+
+def assert_contracts_exactly(W, g, tau, M, lam, ds, what=""):
+    """``M J + J^T M + 2 lam' M < 0`` with ``tau J = -I + W D``, ``lam' = lam (1 - 1e-7) -
+    1e-12 / tau``, decided in mpmath at 700 digits, where every product and sum of float64
+    numbers of any exponent is exact for ``n <= 4``: an independent check valid across the whole
+    float64 range (the float64 ``assert_contracts`` cannot resolve ``2 lam M`` next to
+    ``M W D`` when ``W ~ 1e300``)."""
+    n = W.shape[0]
+    with mpmath.workdps(700):
+        w = [[mpmath.mpf(float(x)) for x in row] for row in W]
+        m = [[mpmath.mpf(float(x)) for x in row] for row in M]
+        c = 2 * (mpmath.mpf(lam) * (1 - mpmath.mpf("1e-7")) - mpmath.mpf("1e-12") / tau) * tau
+        for d in ds:
+            dm = [mpmath.mpf(float(x)) for x in d]
+            j = [[(-1 if r == k else 0) + w[r][k] * dm[k] for k in range(n)] for r in range(n)]
+            mj = [[mpmath.fsum(m[r][i] * j[i][k] for i in range(n)) for k in range(n)]
+                  for r in range(n)]
+            K = [[mj[r][k] + mj[k][r] + c * m[r][k] for k in range(n)] for r in range(n)]
+            assert mp_negative_definite(K), f"{what}: not contracting at D = {d}"
+
+
+def range_slopes(n, g, rng):
+    """Every vertex of ``[0, g]^n`` and four random interior slope vectors."""
+    return all_vertices(n, g) + [g * rng.random(n) for _ in range(4)]
+
+
+@pytest.mark.parametrize("scale", [1e308, 1e-300])
+def test_issue_examples_near_overflow(scale):
+    """The three reports of issue 10 item 8, and every checker on the same inputs."""
+    W = np.array([[-scale]])
+    t3 = C.check_theorem3(W)  # raised a raw scipy error at 1e308; failed at 1e-300
+    check_result_invariants(t3)
+    assert t3.holds and t3.rate == 1.0 and np.array_equal(t3.metric, [[1.0]])
+    t2 = C.check_theorem2(W)  # reported "-inf (needs < 1)" and failed at 1e308
+    check_result_invariants(t2)
+    assert t2.holds and t2.rate == 1.0 and t2.margin == 1.0 + scale
+    assert "-inf" not in t2.message
+    for check in (C.check_theorem1, C.check_theorem4, C.check_theorem5):
+        res = check(W)
+        check_result_invariants(res)
+        assert res.holds == (scale < 1 or check is not C.check_theorem5), str(res)
+    assert C.check_theorem6(W).holds
+
+
+def test_factorisation_at_large_scale_uses_the_quadratic_bound():
+    """W = -1e20 [[2, 1], [1, 2]] = -P1 Q P2 exactly; the rounded metric's residual ~ eps is
+    1e4 above the 2 lam M term in the linear bound, not in the quadratic one."""
+    W = -1e20 * np.array([[2.0, 1.0], [1.0, 2.0]])
+    res = C.check_theorem3(W, 2.0, 0.5)
+    check_result_invariants(res)
+    assert res.holds and 0.999 * 2 < res.rate <= 2.0
+    assert_contracts_exactly(W, 2.0, 0.5, res.metric, res.rate, all_vertices(2, 2.0), "Thm 3")
+
+
+def test_given_factors_with_extreme_scales():
+    """Factors whose product overflows left to right (1e300 * 2e10 * 1e-300), and factors whose
+    metric (P1 Q P1)^{-1} spans 1e600: an answer, never an exception."""
+    p = np.array([1e300, 1e300])
+    Q = 1e10 * np.array([[2.0, 1.0], [1.0, 2.0]])
+    W = -1e10 * np.array([[2.0, 1.0], [1.0, 2.0]])
+    res = C.check_theorem3(W, 1.0, 1.0, p, Q, 1.0 / p)
+    check_result_invariants(res)
+    assert res.holds and res.rate == pytest.approx(1.0, abs=1e-6)
+    assert_contracts_exactly(W, 1.0, 1.0, res.metric, res.rate, all_vertices(2, 1.0), "Thm 3")
+    bad = C.check_theorem3(W, 1.0, 1.0, p, Q, 2.0 / p)
+    assert not bad.holds and "do not reproduce W" in bad.message
+    # metric diag(1e-600, 1): not usable in float64, said so; the search finds a usable one
+    p1, p2, Q = np.array([1e200, 1.0]), np.array([1e-200, 1.0]), np.diag([1e200, 1.0])
+    W = np.diag([-1e200, -1.0])
+    res = C.check_theorem3(W, 1.0, 1.0, p1, Q, p2)
+    check_result_invariants(res)
+    assert not res.holds and "float64" in res.message
+    assert C.check_theorem3(W).holds
+    huge = C.check_theorem5(np.array([[0.0, 1e-3], [0.0, 0.0]]), P=np.array([1e300, 1e-300]))
+    check_result_invariants(huge)
+
+
+@st.composite
+def scaled_matrices(draw):
+    """``10^k W0``, ``k`` uniform in ``[-300, 300]``, ``W0`` random, symmetric negative definite,
+    triangular with a negative diagonal, an exact factorisation ``-P1 Q P2``, or diagonal."""
+    rng = np.random.default_rng(draw(seeds))
+    n = int(rng.integers(1, 5))
+    kind = draw(st.sampled_from(["random", "negdef", "triangular", "factor", "diagonal"]))
+    if kind == "random":
+        W0 = rng.normal(size=(n, n)) * (rng.random((n, n)) < 0.7)
+    elif kind == "negdef":
+        E = rng.normal(size=(n, n))
+        W0 = -(E.T @ E + 0.1 * np.eye(n))
+    elif kind == "triangular":
+        W0 = np.tril(rng.normal(size=(n, n)), -1) - np.diag(rng.uniform(0.1, 2.0, n))
+    elif kind == "factor":
+        E = rng.normal(size=(n, n))
+        W0 = -(np.exp(rng.normal(0, 1, n))[:, None] * (E.T @ E + 0.1 * np.eye(n))
+               * np.exp(rng.normal(0, 1, n))[None, :])
+    else:
+        W0 = np.diag(rng.normal(size=n))
+    k = int(rng.integers(-300, 301))
+    return W0 * 10.0**k, rng
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=scaled_matrices(), g=gains, tau=taus)
+def test_checkers_total_and_sound_across_the_float64_range(case, g, tau):
+    """check_theorem1..6 return (never raise) for finite matrices scaled by 10^k, k in
+    [-300, 300]; every returned metric and rate is verified in exact arithmetic."""
+    W, rng = case
+    n = W.shape[0]
+    ds = range_slopes(n, g, rng)
+    for check in (C.check_theorem1, C.check_theorem2, C.check_theorem3, C.check_theorem4,
+                  C.check_theorem5, C.check_theorem6):
+        res = check(W, g, tau)
+        check_result_invariants(res)
+        if res.holds and abs(math.log10(max(float(np.max(np.abs(W))), 1e-300))) > 100:
+            event(f"{res.theorem} holds for max |W| beyond 1e+-100")
+        if res.metric is not None:
+            assert np.all(np.isfinite(res.metric))
+            assert_contracts_exactly(W, g, tau, res.metric, res.rate, ds, res.theorem)
+        elif res.theorem == "Theorem 2" and res.holds:  # pointwise in D(x) = diag(phi'(x)) > 0
+            for d in [g * (0.01 + rng.random(n)) for _ in range(4)]:
+                assert_contracts_exactly(W, g, tau, np.diag(d), res.rate, [d], "Theorem 2")
