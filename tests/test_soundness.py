@@ -389,3 +389,20 @@ def test_certify_accepts_a_classifier():
         cn.certify(torch.nn.Linear(2, 2))
     assert math.isfinite(cert.discrete_factor)
     assert EXACT_MAX_N == 12
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+def test_6_triangular_metric_at_large_parameters(scale):
+    """``TriangularModule``'s comparison matrix is Hurwitz by construction; at large parameters
+    its metric is still found (triangular solve, log scale), a Feedback over it still runs and
+    ``certify`` answers (the LU solve used to say "not Hurwitz" and the forward pass raised)."""
+    tri = cn.TriangularModule(16, seed=1)
+    with torch.no_grad():
+        tri.lower.mul_(scale)
+    p = as_np(tri.metric_diagonal())
+    assert np.all(np.isfinite(p)) and np.all(p > 0)
+    net = cn.Feedback([tri, cn.SVDModule(4, seed=2)], seed=3)
+    out = net(torch.randn(2, 5, net.n), dt=0.1)
+    assert torch.isfinite(out).all()
+    cert = cn.certify(net, dt=0.1, max_dt=False)
+    assert cert.certified or cert.failures

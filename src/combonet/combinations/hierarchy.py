@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._linalg import spd_sqrt
-from .._metzler import closed_form_metric
+from ..conditions.metzler import closed_form_metric
 from ..modules.base import Build, NotContractingError, per_pass
 from .base import Combination, block_lower_mask, check_systems
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .. import conditions
+from ..conditions.metzler import theorem1_radius
 from .._validate import in_interval, positive, positive_int
 from ..activations import Activation
 from .base import ContractingModule
@@ -23,16 +24,6 @@ def sample_sparse_weight(n: int, density: float, magnitude: float, rng: np.rando
         i, j = positions[idx]
         w[i, j] = rng.uniform(-1.0, 1.0) * magnitude
     return w
-
-
-def spectral_radius(a: np.ndarray) -> float:
-    """Largest eigenvalue modulus."""
-    return float(np.max(np.abs(np.linalg.eigvals(a)))) if a.size else 0.0
-
-
-def theorem1_radius(w: np.ndarray, g: float) -> float:
-    """``spectral_radius(g|W|)`` with ``|W|_ii := 0`` where ``W_ii <= 0``; Theorem 1 needs < 1."""
-    return spectral_radius(conditions.comparison_matrix(w, g) + np.eye(w.shape[0]))
 
 
 class SparseModule(ContractingModule):

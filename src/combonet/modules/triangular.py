@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._metzler import closed_form_metric, comparison_matrix
+from ..conditions.metzler import closed_form_metric, comparison_matrix
 from .._validate import in_interval, positive_int
 from ..activations import Activation
 from .base import ContractingModule
