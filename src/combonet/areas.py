@@ -378,6 +378,41 @@ def parse_areas(data: Mapping[str, Any] | AreasSpec, source: str = "") -> AreasS
     return AreasSpec(areas, paths, tau, activation, seed, scale, name)
 
 
+def _syntax_errors() -> tuple[type[Exception], ...]:
+    import json
+
+    import yaml
+
+    errors: list[type[Exception]] = [yaml.YAMLError, json.JSONDecodeError]
+    try:
+        import tomllib
+
+        errors.append(tomllib.TOMLDecodeError)
+    except ModuleNotFoundError:  # Python 3.10
+        pass
+    return tuple(errors)
+
+
+_SYNTAX_ERRORS = _syntax_errors()
+
+
+def _parse_text(text: str, suffix: str, path: Path) -> Any:
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            raise ValueError("reading TOML needs Python >= 3.11 (tomllib); use a YAML areas "
+                             f"file instead of {path}") from None
+        return tomllib.loads(text)
+    if suffix == ".json":
+        import json
+
+        return json.loads(text)
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def load_areas(path: str | Path) -> AreasSpec:
     """Read an areas file: ``.toml`` (tomllib), ``.yaml``/``.yml`` (``yaml.safe_load``) or
     ``.json``."""
@@ -385,29 +420,13 @@ def load_areas(path: str | Path) -> AreasSpec:
     if not path.is_file():
         raise FileNotFoundError(f"areas file {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"areas file {path} must end in .toml, .yaml, .yml or .json, "
+                         f"got {suffix or 'no suffix'}")
     text = path.read_text()
     try:
-        if suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise ValueError("reading TOML needs Python >= 3.11 (tomllib); use a YAML "
-                                 f"areas file instead of {path}") from None
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif suffix == ".json":
-            import json
-
-            data = json.loads(text)
-        else:
-            raise ValueError(f"areas file {path} must end in .toml, .yaml, .yml or .json, "
-                             f"got {suffix or 'no suffix'}")
-    except ValueError:
-        raise
-    except Exception as err:  # tomllib / yaml / json syntax errors
+        data = _parse_text(text, suffix, path)
+    except _SYNTAX_ERRORS as err:
         raise ValueError(f"{path}: cannot be parsed ({' '.join(str(err).split())})") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: must hold a table/mapping at the top, got "

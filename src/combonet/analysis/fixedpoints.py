@@ -160,6 +160,8 @@ def fixed_points(network: ContractingSystem, drives: Tensor, *, labels: list[str
     if len(labels) != len(drives):
         raise ValueError(f"{len(labels)} labels for {len(drives)} drives")
     net = copy.deepcopy(network).to(torch.float64)
+    for p in net.parameters():  # derivatives are taken in the state only
+        p.requires_grad_(False)
     u = drives.detach().to(torch.float64)
     with torch.no_grad():
         m = net.metric().to(torch.float64)
