@@ -123,6 +123,10 @@ def test_decision_performance_counts_correct_decisions_per_task():
         sel = tr.task == k
         assert perf.per_task[name] == pytest.approx(float(correct[sel].float().mean()))
         assert perf.counts[name] == int(sel.sum())
+    empty = tr.index(range(len(tr)))
+    empty.mask[2] = False
+    with pytest.raises(ValueError, match=r"trials \[2\] have no scored"):
+        decisions(logits, empty)
     logits[0, 0, 1] = 10.0  # breaks fixation on trial 0 (correct at the decision)
     assert decision_performance(logits, tr).accuracy == perf.accuracy
     strict = decision_performance(logits, tr, require_fixation=True)

@@ -614,6 +614,94 @@ def _shift(built: _Built, offset: int, prefix: tuple[int, ...], name: str | None
     return areas, paths
 
 
+class _Level:
+    """The children of one level, their pathways, feedback groups and hierarchical order."""
+
+    def __init__(self, specs: list[AreaSpec], children: list[_Built], path: str) -> None:
+        self.specs, self.children, self.path = specs, children, path
+        self.where = f"{path}: " if path else ""
+        self.names = [a.name for a in specs]
+        self.local = {a.name: {info.name: info for info in b.areas}
+                      for a, b in zip(specs, children, strict=True)}
+        self.resolved: list[tuple[PathwaySpec, int, AreaInfo, int, AreaInfo]] = []
+
+    def endpoint(self, ref: str, p: PathwaySpec) -> tuple[int, AreaInfo]:
+        head = ref.split(".", 1)[0]
+        if head not in self.names:
+            raise ValueError(f"{self.where}pathway {p.label} names unknown area {ref!r}; the "
+                             f"areas here are {self.names} (sub-areas as area.sub)")
+        if ref not in self.local[head]:
+            raise ValueError(f"{self.where}pathway {p.label} names unknown sub-area {ref!r}; "
+                             f"known: {list(self.local[head])}")
+        return self.names.index(head), self.local[head][ref]
+
+    def resolve(self, pathways: list[PathwaySpec]) -> None:
+        """Endpoints -> (child index, area info); one pathway per pair; no low rank yet."""
+        seen: dict[frozenset[int], str] = {}
+        for p in pathways:
+            if p.rank is not None:
+                raise ValueError(f"{self.where}pathway {p.label}: low-rank pathways "
+                                 f"(rank={p.rank}) are not available yet (they come with the "
+                                 "core's low-rank coupling); remove 'rank' for a dense or "
+                                 "sparse pathway")
+            (i, src), (j, dst) = self.endpoint(p.source, p), self.endpoint(p.target, p)
+            if i == j:
+                raise ValueError(f"{self.where}pathway {p.label} joins two parts of one area "
+                                 f"({self.names[i]}); declare it among that area's own "
+                                 "pathways")
+            pair = frozenset((i, j))
+            if pair in seen:
+                raise ValueError(f"{self.where}pathways {seen[pair]} and {p.label} join the "
+                                 "same two areas; declare one pathway per pair of areas")
+            seen[pair] = p.label
+            self.resolved.append((p, i, src, j, dst))
+
+    def group(self) -> None:
+        """Feedback groups, their hierarchical order and every child's place in the state."""
+        self.groups = _feedback_groups(len(self.specs), [
+            (i, j) for p, i, _, j, _ in self.resolved if p.kind == "feedback"])
+        self.group_of = {m: g for g, members in enumerate(self.groups) for m in members}
+        edges = []
+        for p, i, _, j, _ in self.resolved:
+            if p.kind != "hierarchical":
+                continue
+            if self.group_of[i] == self.group_of[j]:
+                group = [self.names[m] for m in self.groups[self.group_of[i]]]
+                raise ValueError(
+                    f"{self.where}hierarchical pathway {p.label} joins areas that feedback "
+                    f"pathways already put in one group {group}; a one-way pathway inside a "
+                    "feedback group has no guarantee here: make it feedback")
+            edges.append((self.group_of[i], self.group_of[j], p.label))
+        self.order = _topological(len(self.groups), edges, self.where)
+        # groups in hierarchical order, members in declaration order
+        self.offsets: dict[int, int] = {}
+        self.position: dict[int, tuple[int, int]] = {}
+        self.group_start: list[int] = []
+        cursor = 0
+        for gi, g in enumerate(self.order):
+            self.group_start.append(cursor)
+            for mi, m in enumerate(self.groups[g]):
+                self.offsets[m], self.position[m] = cursor, (gi, mi)
+                cursor += self.children[m].system.n
+        self.n = cursor
+
+    def prefix(self, m: int) -> tuple[int, ...]:
+        """Index path (in ``.systems``) of child ``m`` within this level's system."""
+        gi, mi = self.position[m]
+        single = len(self.groups[self.order[gi]]) == 1
+        return ((gi,) if len(self.order) > 1 else ()) + (() if single else (mi,))
+
+    def placed_children(self) -> tuple[list[AreaInfo], list[PathwayInfo]]:
+        areas: list[AreaInfo] = []
+        infos: list[PathwayInfo] = []
+        for g in self.order:
+            for m in self.groups[g]:
+                a, ps = _shift(self.children[m], self.offsets[m], self.prefix(m), None)
+                areas += a
+                infos += ps
+        return areas, infos
+
+
 class _Builder:
     def __init__(self, spec: AreasSpec) -> None:
         self.spec = spec
@@ -645,121 +733,26 @@ class _Builder:
 
     def level(self, specs: list[AreaSpec], pathways: list[PathwaySpec], path: str,
               tau: float, scale: float) -> _Built:
-        where = f"{path}: " if path else ""
-        names = [a.name for a in specs]
+        """One level: children built, grouped by feedback, ordered by hierarchy, composed."""
         children = [self.area(a, f"{path}.{a.name}" if path else a.name, tau) for a in specs]
-        local = {a.name: {info.name: info for info in b.areas}
-                 for a, b in zip(specs, children, strict=True)}
-
-        def endpoint(ref: str, p: PathwaySpec) -> tuple[int, AreaInfo]:
-            head = ref.split(".", 1)[0]
-            if head not in names:
-                raise ValueError(f"{where}pathway {p.label} names unknown area {ref!r}; the "
-                                 f"areas here are {names} (sub-areas as area.sub)")
-            if ref not in local[head]:
-                raise ValueError(f"{where}pathway {p.label} names unknown sub-area {ref!r}; "
-                                 f"known: {list(local[head])}")
-            return names.index(head), local[head][ref]
-
-        resolved = []
-        seen: dict[frozenset[int], str] = {}
-        for p in pathways:
-            if p.rank is not None:
-                raise ValueError(f"{where}pathway {p.label}: low-rank pathways (rank={p.rank}) "
-                                 "are not available yet (they come with the core's low-rank "
-                                 "coupling); remove 'rank' for a dense or sparse pathway")
-            (i, src), (j, dst) = endpoint(p.source, p), endpoint(p.target, p)
-            if i == j:
-                raise ValueError(f"{where}pathway {p.label} joins two parts of one area "
-                                 f"({names[i]}); declare it among that area's own pathways")
-            pair = frozenset((i, j))
-            if pair in seen:
-                raise ValueError(f"{where}pathways {seen[pair]} and {p.label} join the same two "
-                                 "areas; declare one pathway per pair of areas")
-            seen[pair] = p.label
-            resolved.append((p, i, src, j, dst))
-
-        groups = _feedback_groups(len(specs), [(i, j) for p, i, _, j, _ in resolved
-                                               if p.kind == "feedback"])
-        group_of = {m: g for g, members in enumerate(groups) for m in members}
-        edges = []
-        for p, i, _, j, _ in resolved:
-            if p.kind == "hierarchical":
-                if group_of[i] == group_of[j]:
-                    group = [names[m] for m in groups[group_of[i]]]
-                    raise ValueError(
-                        f"{where}hierarchical pathway {p.label} joins areas that feedback "
-                        f"pathways already put in one group {group}; a one-way pathway inside "
-                        "a feedback group has no guarantee here: make it feedback")
-                edges.append((group_of[i], group_of[j], p.label))
-        order = _topological(len(groups), edges, [[names[m] for m in g] for g in groups], where)
-
-        # place children: groups in hierarchical order, members in declaration order
-        offsets: dict[int, int] = {}
-        position: dict[int, tuple[int, int]] = {}
-        group_start: list[int] = []
-        cursor = 0
-        for gi, g in enumerate(order):
-            group_start.append(cursor)
-            for mi, m in enumerate(groups[g]):
-                offsets[m] = cursor
-                position[m] = (gi, mi)
-                cursor += children[m].system.n
-        n_total = cursor
-        several = len(order) > 1
-
-        def prefix(m: int) -> tuple[int, ...]:
-            gi, mi = position[m]
-            single = len(groups[order[gi]]) == 1
-            return ((gi,) if several else ()) + (() if single else (mi,))
-
-        areas: list[AreaInfo] = []
-        infos: list[PathwayInfo] = []
-        for g in order:
-            for m in groups[g]:
-                a, ps = _shift(children[m], offsets[m], prefix(m), None)
-                areas += a
-                infos += ps
-
-        # feedback groups
+        lv = _Level(specs, children, path)
+        lv.resolve(pathways)
+        lv.group()
+        areas, infos = lv.placed_children()
         systems = []
-        for gi, g in enumerate(order):
-            members = groups[g]
-            if len(members) == 1:
-                systems.append(children[members[0]].system)
-                continue
-            base = group_start[gi]
-            size = sum(children[m].system.n for m in members)
-            mask = torch.zeros(size, size)
-            blocks = []
-            for p, i, src, j, dst in resolved:
-                if p.kind != "feedback" or group_of[i] != g:
-                    continue
-                # the block below the diagonal: rows in the later member (eq. 3 sets both
-                # directions from it)
-                (ri, ra), (ci, ca) = ((j, dst), (i, src)) if position[j] > position[i] \
-                    else ((i, src), (j, dst))
-                rows = (offsets[ri] + ra.start - base, offsets[ri] + ra.stop - base)
-                cols = (offsets[ci] + ca.start - base, offsets[ci] + ca.stop - base)
-                mask[rows[0]:rows[1], cols[0]:cols[1]] = self.pattern(p, path, rows, cols)
-                blocks.append((p, rows, cols))
-                infos.append(PathwayInfo(p.source, p.target, "feedback", p.density,
-                                         (gi,) if several else (), rows, cols, base))
-            seed = _derive_seed(self.spec.seed, f"feedback:{path}:{gi}")
-            fb = Feedback([children[m].system for m in members], init_scale=scale, mask=mask,
-                          seed=seed)
-            self.rescale(fb, blocks, scale)
-            systems.append(fb)
-
-        if not several:
+        for gi in range(len(lv.order)):
+            system, pinfos = self.feedback_group(lv, gi, scale)
+            systems.append(system)
+            infos += pinfos
+        if len(systems) == 1:
             return _Built(systems[0], areas, infos)
-        mask = torch.zeros(n_total, n_total)
+        mask = torch.zeros(lv.n, lv.n)
         blocks = []
-        for p, i, src, j, dst in resolved:
+        for p, i, src, j, dst in lv.resolved:
             if p.kind != "hierarchical":
                 continue
-            rows = (offsets[j] + dst.start, offsets[j] + dst.stop)
-            cols = (offsets[i] + src.start, offsets[i] + src.stop)
+            rows = (lv.offsets[j] + dst.start, lv.offsets[j] + dst.stop)
+            cols = (lv.offsets[i] + src.start, lv.offsets[i] + src.stop)
             mask[rows[0]:rows[1], cols[0]:cols[1]] = self.pattern(p, path, rows, cols)
             blocks.append((p, rows, cols))
             infos.append(PathwayInfo(p.source, p.target, "hierarchical", p.density, (),
@@ -768,6 +761,37 @@ class _Builder:
         hier = Hierarchy(systems, init_scale=scale, mask=mask, seed=seed)
         self.rescale(hier, blocks, scale)
         return _Built(hier, areas, infos)
+
+    def feedback_group(self, lv: _Level, gi: int, scale: float
+                       ) -> tuple[ContractingSystem, list[PathwayInfo]]:
+        """The ``gi``-th group in hierarchical order: its only member, or a ``Feedback`` whose
+        mask allows exactly the group's feedback pathways."""
+        g = lv.order[gi]
+        members = lv.groups[g]
+        if len(members) == 1:
+            return lv.children[members[0]].system, []
+        base = lv.group_start[gi]
+        size = sum(lv.children[m].system.n for m in members)
+        mask = torch.zeros(size, size)
+        blocks, infos = [], []
+        for p, i, src, j, dst in lv.resolved:
+            if p.kind != "feedback" or lv.group_of[i] != g:
+                continue
+            # the block below the diagonal (rows in the later member): eq. 3 sets both
+            # directions from it
+            (ri, ra), (ci, ca) = ((j, dst), (i, src)) if lv.position[j] > lv.position[i] \
+                else ((i, src), (j, dst))
+            rows = (lv.offsets[ri] + ra.start - base, lv.offsets[ri] + ra.stop - base)
+            cols = (lv.offsets[ci] + ca.start - base, lv.offsets[ci] + ca.stop - base)
+            mask[rows[0]:rows[1], cols[0]:cols[1]] = self.pattern(p, lv.path, rows, cols)
+            blocks.append((p, rows, cols))
+            infos.append(PathwayInfo(p.source, p.target, "feedback", p.density,
+                                     (gi,) if len(lv.order) > 1 else (), rows, cols, base))
+        seed = _derive_seed(self.spec.seed, f"feedback:{lv.path}:{gi}")
+        fb = Feedback([lv.children[m].system for m in members], init_scale=scale, mask=mask,
+                      seed=seed)
+        self.rescale(fb, blocks, scale)
+        return fb, infos
 
     def pattern(self, p: PathwaySpec, path: str, rows: tuple[int, int],
                 cols: tuple[int, int]) -> torch.Tensor:
@@ -804,8 +828,7 @@ def _feedback_groups(count: int, pairs: list[tuple[int, int]]) -> list[list[int]
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def _topological(count: int, edges: list[tuple[int, int, str]], labels: list[list[str]],
-                 where: str) -> list[int]:
+def _topological(count: int, edges: list[tuple[int, int, str]], where: str) -> list[int]:
     """Groups ordered so that every hierarchical pathway runs forward (Kahn's algorithm,
     ties broken by declaration order); a cycle is refused, naming it."""
     succ: dict[int, list[tuple[int, str]]] = {g: [] for g in range(count)}

@@ -164,6 +164,10 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor, weights: Tensor) -> Te
 
 def decisions(logits: Tensor, trials: Any) -> Tensor:
     """(batch,) the model's action (argmax) at the last scored step of each trial."""
+    if not bool(trials.mask.any(1).all()):
+        empty = (~trials.mask.any(1)).nonzero().flatten().tolist()
+        raise ValueError(f"trials {empty[:5]} have no scored (mask) step; every trial needs "
+                         "a decision period")
     step = trials.decision_step.to(logits.device)
     last = logits.gather(1, step[:, None, None].expand(-1, 1, logits.shape[2]))[:, 0]
     return last.argmax(-1)
