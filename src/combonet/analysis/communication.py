@@ -32,6 +32,18 @@ def _ridge_map(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     return np.linalg.solve(xtx + lam * np.eye(x.shape[1]), x.T @ y)
 
 
+def _rrr_path(x: np.ndarray, y: np.ndarray, ridge: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centred ridge map ``B`` and the principal axes ``V`` (columns, by decreasing variance)
+    of its predictions, plus the means; ``B V_m V_m^T`` is the rank-``m`` solution."""
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    b = _ridge_map(xc, yc, ridge)
+    pred = xc @ b
+    _, vecs = np.linalg.eigh(pred.T @ pred)  # principal axes of the predictions (q x q)
+    return b, vecs[:, ::-1], mx, my
+
+
 def reduced_rank_regression(x: np.ndarray, y: np.ndarray, rank: int, *, ridge: float = 1e-6
                             ) -> tuple[np.ndarray, np.ndarray]:
     """``(B, c)`` with ``y ~ x B + c`` and ``rank(B) <= rank`` (least squares among rank-``rank``
@@ -42,12 +54,8 @@ def reduced_rank_regression(x: np.ndarray, y: np.ndarray, rank: int, *, ridge: f
                          f"{x.shape} and {y.shape}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
-    mx, my = x.mean(0), y.mean(0)
-    xc, yc = x - mx, y - my
-    b = _ridge_map(xc, yc, ridge)
-    _, _, vt = np.linalg.svd(xc @ b, full_matrices=False)
-    v = vt[:rank].T
-    b = b @ v @ v.T
+    b, v, mx, my = _rrr_path(x, y, ridge)
+    b = b @ v[:, :rank] @ v[:, :rank].T
     return b, my - mx @ b
 
 
@@ -74,12 +82,13 @@ def rrr_cross_validated(x: np.ndarray, y: np.ndarray, ranks: Sequence[int], *,
     full_scores = np.zeros(folds)
     for f in range(folds):
         tr, te = which != f, which == f
-        mean = y[tr].mean(0)
+        b, v, mx, my = _rrr_path(x[tr], y[tr], ridge)  # one fit per fold, every rank
+        xt = x[te] - mx
         for k, r in enumerate(ranks):
-            b, c = reduced_rank_regression(x[tr], y[tr], min(int(r), full), ridge=ridge)
-            scores[f, k] = _r2(y[te], x[te] @ b + c, mean)
-        b, c = reduced_rank_regression(x[tr], y[tr], full, ridge=ridge)
-        full_scores[f] = _r2(y[te], x[te] @ b + c, mean)
+            vr = v[:, :min(int(r), full)]
+            scores[f, k] = _r2(y[te], xt @ b @ vr @ vr.T + my, my)
+        vr = v[:, :full]
+        full_scores[f] = _r2(y[te], xt @ b @ vr @ vr.T + my, my)
     mean = scores.mean(0)
     sem = scores.std(0, ddof=1) / np.sqrt(folds)
     best = int(np.nanargmax(mean))

@@ -47,8 +47,8 @@ from torch import Tensor
 from ..modules import ContractingSystem
 from ._common import as_numpy, condition_labels, new_figure, ordered_unique, save_figure
 
-__all__ = ["FixedPoints", "condition_inputs", "fixed_points", "model_fixed_points",
-           "plot_fixed_points", "residual_bound"]
+__all__ = ["FixedPoints", "condition_inputs", "fixed_points", "jacobians",
+           "model_fixed_points", "plot_fixed_points", "residual_bound"]
 
 
 @dataclass
@@ -111,32 +111,57 @@ def _simulate(net: ContractingSystem, drive: Tensor, dt: float, method: str, chu
     return x
 
 
-def _newton(net: ContractingSystem, x: Tensor, u: Tensor, m: Tensor, steps: int,
-            tol: float) -> tuple[Tensor, int]:
-    """Newton's method on ``rhs`` with backtracking on ``||f||_M`` (one condition)."""
-    def f(z: Tensor) -> Tensor:
-        return net.rhs(z, u)
+def jacobians(network: ContractingSystem, x: Tensor, drive: Tensor) -> Tensor:
+    """Autograd Jacobians ``d rhs / dx`` (K, N, N) at states ``x`` (K, N) under ``drive``: one
+    backward pass per output unit, shared by all K points (``rhs`` acts row by row)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        f = network.rhs(x, drive)
+        rows = []
+        for i in range(f.shape[1]):
+            seed = torch.zeros_like(f)
+            seed[:, i] = 1
+            rows.append(torch.autograd.grad(f, x, seed, retain_graph=i + 1 < f.shape[1])[0])
+    return torch.stack(rows, 1).detach()
 
-    res = float(_metric_norm(f(x), m))
-    for it in range(steps):
-        if res <= tol:
-            return x, it
-        jac = torch.autograd.functional.jacobian(f, x)
-        try:
-            step = torch.linalg.solve(jac, f(x))
-        except RuntimeError:  # singular at a kink: stop with what the simulation gave
-            return x, it
-        t = 1.0
-        while t > 1e-4:
-            cand = x - t * step
-            cres = float(_metric_norm(f(cand), m))
-            if cres < res:
-                x, res = cand, cres
-                break
-            t /= 2
-        else:
-            return x, it + 1
-    return x, steps
+
+def _newton(net: ContractingSystem, x: Tensor, u: Tensor, m: Tensor, steps: int,
+            tol: float) -> tuple[Tensor, list[int]]:
+    """Newton's method on ``rhs`` for all conditions at once, each step backtracked until
+    ``||f||_M`` decreases; returns the points and the iterations each took."""
+    x = x.detach().clone()
+    with torch.no_grad():
+        res = _metric_norm(net.rhs(x, u), m)
+    iters = [0] * len(x)
+    for _ in range(steps):
+        active = (res > tol).nonzero().flatten()
+        if active.numel() == 0:
+            break
+        xa, ua = x[active], u[active]
+        jac = jacobians(net, xa, ua)
+        with torch.no_grad():
+            fa = net.rhs(xa, ua)
+            try:
+                step = torch.linalg.solve(jac, fa)
+            except RuntimeError:  # singular (only without a certificate): least squares
+                step = torch.linalg.lstsq(jac, fa[..., None]).solution[..., 0]
+            t = torch.ones(len(active), dtype=x.dtype)
+            ra = res[active]
+            done = torch.zeros(len(active), dtype=torch.bool)
+            for _ in range(15):
+                cand = xa - t[:, None] * step
+                cres = _metric_norm(net.rhs(cand, ua), m)
+                better = (cres < ra) & ~done
+                xa[better], ra[better], done = cand[better], cres[better], done | better
+                if bool(done.all()):
+                    break
+                t = torch.where(done, t, t / 2)
+            x[active], res[active] = xa, ra
+        for k in active.tolist():
+            iters[k] += 1
+        if not bool(done.any()):
+            break  # no condition improved: the residual is at round-off level
+    return x, iters
 
 
 def fixed_points(network: ContractingSystem, drives: Tensor, *, labels: list[str] | None = None,
@@ -166,14 +191,8 @@ def fixed_points(network: ContractingSystem, drives: Tensor, *, labels: list[str
     with torch.no_grad():
         m = net.metric().to(torch.float64)
         x = _simulate(net, u, dt, method, chunk, max_chunks, m)
-    states, iters, eigs = [], [], []
-    for k in range(len(u)):
-        xk, it = _newton(net, x[k].detach(), u[k], m, newton_steps, tol)
-        states.append(xk.detach())
-        iters.append(it)
-        jac = torch.autograd.functional.jacobian(lambda z, uk=u[k]: net.rhs(z, uk), xk)
-        eigs.append(torch.linalg.eigvals(jac.detach()).numpy())
-    xs = torch.stack(states)
+    xs, iters = _newton(net, x, u, m, newton_steps, tol)
+    eigs = torch.linalg.eigvals(jacobians(net, xs, u)).numpy()
     res, bound, lam = residual_bound(net, xs, u)
     mmin = float(torch.linalg.eigvalsh(m)[0])
     notes = []
@@ -181,8 +200,7 @@ def fixed_points(network: ContractingSystem, drives: Tensor, *, labels: list[str
         notes.append(f"the rate bound {lam:.4g} is not positive: no fixed point is certified "
                      "(there may be several or none)")
     return FixedPoints(labels, as_numpy(u), as_numpy(xs), as_numpy(res), as_numpy(bound),
-                       as_numpy(bound) / math.sqrt(mmin), np.stack(eigs), lam, lam > 0, iters,
-                       notes)
+                       as_numpy(bound) / math.sqrt(mmin), eigs, lam, lam > 0, iters, notes)
 
 
 def condition_inputs(trials: Any, *, period: str | list[str] | tuple[str, ...] = (
