@@ -221,7 +221,7 @@ class Combination(ContractingSystem):
             k = k + torch.block_diag(*ks)
         label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(sizes={self.sizes})"
         node = Node(self.kind, label, self.rule, start, off, tuple(children),
-                    self._running_metric(ctx.scale[start:off]), self.g,
+                    self._running_metric(ctx.scale[start:off] * ctx.unit), self.g,
                     weights=self._weights())
         return weights, k, node
 

@@ -73,6 +73,9 @@ class Build:
     scale: torch.Tensor  # (N,) float64, detached: y = s x
     alpha: torch.Tensor  # (N,) float64 dt / tau (differentiable when tau is trained)
     alpha_run: torch.Tensor  # the same in the run dtype
+    #: a power of two with ``scale * unit = diag(P)^{1/2}`` exactly: ``s`` is centred (its
+    #: geometric mean ~1) so that it fits the run dtype, without any rounding
+    unit: float = 1.0
 
 
 class ContractingSystem(nn.Module, ABC):
@@ -229,10 +232,12 @@ class ContractingSystem(nn.Module, ABC):
         dt = float(dt)
         alpha = dt / taus
         if self.activation.positively_homogeneous and self.has_constant_metric:
-            scale = self._metric_diagonal_of_any().detach().to(device).sqrt()
+            root = self._metric_diagonal_of_any().detach().to(device).sqrt()
         else:
-            scale = torch.ones(self.n, dtype=torch.float64, device=device)
-        ctx = Build(dtype, device, scale, alpha, alpha.to(dtype))
+            root = torch.ones(self.n, dtype=torch.float64, device=device)
+        logs = torch.log2(root)
+        unit = 2.0 ** round(float(logs.mean())) if bool(torch.isfinite(logs).all()) else 1.0
+        ctx = Build(dtype, device, root / unit, alpha, alpha.to(dtype), unit)
         weights, k, tree = self._build(ctx, 0, "")
         blocks = self._stack([w * ctx.alpha_run[a:b, None] for (a, b), w in weights])
         decay = (1 - alpha).to(dtype)
@@ -242,7 +247,7 @@ class ContractingSystem(nn.Module, ABC):
         elif k is not None and method == "euler":
             kmat = torch.diag(decay) + k
         return Explicit(method, dt, self.activation, ctx.alpha_run, decay, blocks, k, kmat,
-                        scale.to(dtype), self.activation.positively_homogeneous
+                        ctx.scale.to(dtype), self.activation.positively_homogeneous
                         and self.has_constant_metric, tree)
 
     @staticmethod
@@ -258,7 +263,9 @@ class ContractingSystem(nn.Module, ABC):
         return torch.diagonal(self.metric())
 
     def _running_metric(self, scale: torch.Tensor) -> torch.Tensor | None:
-        """This system's candidate metric in running coordinates (float64, detached)."""
+        """This system's candidate metric in running coordinates (float64, detached), for the
+        uncentred scale ``diag(P)^{1/2}`` (so that the top-level diagonal metric is exactly
+        the identity)."""
         if not self.has_constant_metric:
             return None
         with torch.no_grad():
@@ -344,7 +351,8 @@ class ContractingModule(ContractingSystem):
             with torch.no_grad():
                 ref, gain = self.reference_weight(s), self.reference_gain()
         label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(n={self.n})"
-        node = Node("leaf", label, self.theorem, start, stop, (), self._running_metric(s),
+        node = Node("leaf", label, self.theorem, start, stop, (),
+                    self._running_metric(s * ctx.unit),
                     self.g, family, ref, gain=gain)
         return [((start, stop), w)], None, node
 
