@@ -17,7 +17,6 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import combonet._metzler as shim
 from combonet import conditions as C
 from combonet.conditions import metzler as MZ
 
@@ -336,9 +335,13 @@ def test_comparison_matrix_numpy_in_numpy_out():
 
 
 def test_one_implementation_behind_every_name():
-    """The shim, the package and the module export the same objects."""
-    for name in ("closed_form_metric", "comparison_matrix", "rate_in_diagonal_metric",
-                 "spectral_radius", "theorem1_radius", "MetricRangeError", "NotHurwitzError"):
-        assert getattr(shim, name) is getattr(MZ, name)
+    """The modules, the package and conditions.metzler use the same objects."""
+    from combonet.combinations import hierarchy
+    from combonet.modules import sparse, triangular
+
+    assert sparse.theorem1_radius is MZ.theorem1_radius
+    assert triangular.closed_form_metric is MZ.closed_form_metric
+    assert triangular.comparison_matrix is MZ.comparison_matrix
+    assert hierarchy.closed_form_metric is MZ.closed_form_metric
     assert C.comparison_matrix is MZ.comparison_matrix
     assert C.check_theorem1 is MZ.check_theorem1 and C.check_theorem4 is MZ.check_theorem4

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from .. import conditions
-from ..conditions.metzler import theorem1_radius
 from .._validate import in_interval, positive, positive_int
 from ..activations import Activation
+from ..conditions.metzler import theorem1_radius
 from .base import ContractingModule
 
 

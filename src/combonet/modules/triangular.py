@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..conditions.metzler import closed_form_metric, comparison_matrix
 from .._validate import in_interval, positive_int
 from ..activations import Activation
+from ..conditions.metzler import closed_form_metric, comparison_matrix
 from .base import ContractingModule
 
 
