@@ -203,8 +203,15 @@ class ContinuousResult:
 
 def _running(snap: Explicit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                        torch.Tensor | None]:
-    return f64(snap.alpha), f64(snap.decay), f64(snap.weight_matrix()), (
-        None if snap.coupling is None else f64(snap.coupling))
+    """``(alpha, b, W_a, K)`` in float64; a low-rank ``K = X Y^T`` is formed from its running
+    factors in float64."""
+    k = None
+    if snap.factors is not None:
+        x, y = snap.factors
+        k = f64(x) @ f64(y).T
+    elif snap.coupling is not None:
+        k = f64(snap.coupling)
+    return f64(snap.alpha), f64(snap.decay), f64(snap.weight_matrix()), k
 
 
 def _own(k: torch.Tensor, node: Node) -> torch.Tensor:
@@ -370,8 +377,8 @@ def discrete_factor(snap: Explicit, *, exact: bool = True,
     cnorm = skew = None
     if mode == "none":
         bound = rho_mod
-    elif mode == "cayley":
-        cnorm = norm2(norm.apply(f64(snap.kmat)))
+    elif mode in ("cayley", "lowrank"):
+        cnorm = norm2(norm.apply(_map_matrix(snap)))
         bound = cnorm * rho_mod
     else:  # the running A_e, read exactly: K_e = A_e - diag(b) (exact in float64)
         k_e = f64(snap.kmat) - torch.diag(decay)
@@ -415,6 +422,16 @@ def feedback_skew_residual(snap: Explicit, k: torch.Tensor) -> float | None:
     return out
 
 
+def _map_matrix(snap: Explicit) -> torch.Tensor:
+    """The cayley ``C`` the engine applies, in float64: the running ``C``, or
+    ``I + X G Y^T`` formed exactly from the running factors."""
+    if snap.mode == "lowrank":
+        x, y = snap.factors
+        eye = torch.eye(snap.n, dtype=torch.float64)
+        return eye + f64(x) @ f64(snap.core) @ f64(y).T
+    return f64(snap.kmat)
+
+
 def _vertex_max(snap: Explicit, w: torch.Tensor, decay: torch.Tensor,
                 norm: Normaliser) -> float:
     """``max ||R J(D) R^{-1}||`` over all ``2^N`` vertices ``D`` of the slope box."""
@@ -425,8 +442,8 @@ def _vertex_max(snap: Explicit, w: torch.Tensor, decay: torch.Tensor,
         jac = f64(snap.kmat)[None] + wd
     else:
         jac = torch.diag(decay)[None] + wd
-        if snap.mode == "cayley":
-            jac = f64(snap.kmat)[None] @ jac
+        if snap.mode in ("cayley", "lowrank"):
+            jac = _map_matrix(snap)[None] @ jac
     if norm.diagonal:
         jac = jac * (norm.r[:, None] / norm.r[None, :])[None]
     else:

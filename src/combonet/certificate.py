@@ -169,8 +169,10 @@ def _nonfinite(snap: Explicit) -> list[str]:
         blk = snap.weight_matrix()[leaf.start:leaf.stop, leaf.start:leaf.stop]
         if not bool(torch.isfinite(blk).all()):
             out.append(f"{leaf.label}: its running weights are not finite")
-    for name in ("coupling", "kmat", "scale", "decay"):
-        t = getattr(snap, name)
+    named = [("coupling", snap.coupling), ("kmat", snap.kmat), ("scale", snap.scale),
+             ("decay", snap.decay), ("cayley core", snap.core)]
+    named += [("coupling factors", t) for t in (snap.factors or ())]
+    for name, t in named:
         if t is not None and not bool(torch.isfinite(t).all()):
             out.append(f"the running {name} of {snap.tree.label} is not finite")
     return out
@@ -236,7 +238,7 @@ def _from_snapshot(snap: Explicit, base: dict[str, Any]) -> Certificate:
 def _fill_metric(cert: Certificate, snap: Explicit, disc: bounds.DiscreteResult) -> None:
     """The candidate metric in original coordinates, ``M_x = S M_run S``."""
     m = bounds.f64(snap.tree.metric)
-    s = bounds.f64(snap.scale)
+    s = bounds.f64(snap.scale) * snap.unit
     if m.dim() == 1:
         mx = m * s**2
         cert.metric, cert.metric_is_diagonal = mx.tolist(), True

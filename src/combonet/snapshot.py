@@ -16,6 +16,7 @@ With ``alpha = dt / tau`` per unit (``A = diag(alpha)``), the map of one step is
 
     h   = W_a phi(y)                    W_a = A S W S^{-1}      (``blocks``)
     cayley: y+ = C (b * y + h + d)      C = (I - K/2)^{-1} (I + K/2),  K = A S L S^{-1}
+            (for a low-rank K = X Y^T: C = I + X G Y^T, G = (I - Y^T X / 2)^{-1}, Woodbury)
     euler:  y+ = A_e y + h + d          A_e = diag(b) + K
     none:   y+ = b * y + h + d          (no coupling)
 
@@ -86,6 +87,13 @@ class Explicit:
     scale: torch.Tensor  # (N,) s, detached, run dtype: y = s * x
     normalised: bool  # whether s comes from the metric (positively homogeneous phi)
     tree: Node
+    #: a low-rank coupling ``K = X Y^T`` kept as its factors (``coupling`` is then None)
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: cayley with factors: ``G = (I - Y^T X / 2)^{-1}``, so that ``C = I + X G Y^T``
+    core: torch.Tensor | None = None
+    #: the power of two with ``scale * unit = diag(P)^{1/2}``; the candidate metrics are in
+    #: the coordinates ``y' = (scale * unit) x`` (``scale`` is centred to fit the run dtype)
+    unit: float = 1.0
 
     @property
     def n(self) -> int:
@@ -101,12 +109,34 @@ class Explicit:
 
     @property
     def mode(self) -> str:
-        """What the engine runs: ``cayley``, ``euler`` or ``none`` (no coupling)."""
+        """What the engine runs: ``cayley``, ``lowrank`` (cayley with ``C = I + X G Y^T``),
+        ``euler`` or ``none`` (no coupling)."""
+        if self.core is not None:
+            return "lowrank"
         if self.kmat is None:
+            if self.factors is not None or self.coupling is not None:
+                raise ValueError(f"snapshot built without a discrete map (method="
+                                 f"{self.method!r})")
             return "none"
         if self.method not in ("cayley", "euler"):
             raise ValueError(f"snapshot built without a discrete map (method={self.method!r})")
         return self.method
+
+    def coupling_matrix(self) -> torch.Tensor | None:
+        """``K`` as one (N, N) matrix (formed from its factors when of low rank)."""
+        if self.factors is not None:
+            x, y = self.factors
+            return x @ y.T
+        return self.coupling
+
+    def map_matrix(self) -> torch.Tensor | None:
+        """The map's coupling matrix as one (N, N) matrix: ``C`` (cayley, also formed from
+        ``I + X G Y^T``) or ``A_e`` (euler); None without coupling."""
+        if self.core is not None:
+            x, y = self.factors
+            eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
+            return eye + x @ self.core @ y.T
+        return self.kmat
 
     def uniform_decay(self) -> float | None:
         """``b`` as a Python float when it is the same for every unit and not trained."""

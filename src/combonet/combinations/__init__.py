@@ -1,8 +1,15 @@
 """Combination primitives that preserve contraction (paper Section 2)."""
 
-from .base import Combination, expand_block_mask, random_block_mask
+from .base import Combination, LowRank, expand_block_mask, random_block_mask
 from .feedback import Feedback, Unconstrained
 from .hierarchy import Hierarchy
 
-__all__ = ["Combination", "Feedback", "Hierarchy", "Unconstrained", "expand_block_mask",
-           "random_block_mask"]
+__all__ = [
+           "Combination",
+           "Feedback",
+           "Hierarchy",
+           "LowRank",
+           "Unconstrained",
+           "expand_block_mask",
+           "random_block_mask",
+]

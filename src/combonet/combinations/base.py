@@ -10,12 +10,13 @@ entries from it: a loaded mask that opens other blocks is refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validate import positive, same
+from .._validate import positive, positive_int, same
 from ..modules.base import Build, ContractingSystem
 from ..snapshot import Node
 
@@ -63,16 +64,29 @@ def check_systems(systems: Sequence[ContractingSystem]) -> list[ContractingSyste
     return systems
 
 
+@dataclass(frozen=True, eq=False)
+class LowRank:
+    """A coupling ``K = X Y^T`` kept as its factors (``N x k`` each, run dtype)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        return self.x @ self.y.T
+
+
 class Combination(ContractingSystem):
-    """Children plus a trainable coupling parameter ``B`` (``N x N``), masked."""
+    """Children plus a trainable coupling parameter ``B`` (``N x N``), masked, or of low rank
+    ``B = U V^T`` (``rank=r``: ``U, V`` are ``N x r``)."""
 
     rule: str = ""
     kind: str = ""
 
     def __init__(self, systems: Sequence[ContractingSystem], *, init_scale: float = 1.0,
                  mask: torch.Tensor | np.ndarray | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, rank: int | None = None) -> None:
         super().__init__()
+        self.rank = None if rank is None else positive_int("rank", rank)
         systems = check_systems(systems)
         self.systems = nn.ModuleList(systems)
         self.sizes = [s.n for s in systems]
@@ -99,8 +113,17 @@ class Combination(ContractingSystem):
         self.register_buffer("mask", allowed.to(torch.get_default_dtype()))
         positive("init_scale", init_scale)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        b = torch.randn(n, n, generator=gen) * init_scale / n**0.5
-        self.b = nn.Parameter(b.to(torch.get_default_dtype()) * self.mask)
+        dtype = torch.get_default_dtype()
+        if self.rank is None:
+            b = torch.randn(n, n, generator=gen) * init_scale / n**0.5
+            self.b = nn.Parameter(b.to(dtype) * self.mask)
+        else:  # entries of U V^T with the dense B's variance init_scale^2 / N
+            std = (init_scale**2 / (n * self.rank)) ** 0.25
+            self.u = nn.Parameter((torch.randn(n, self.rank, generator=gen) * std).to(dtype))
+            self.v = nn.Parameter((torch.randn(n, self.rank, generator=gen) * std).to(dtype))
+
+    def _coupling_parameter(self) -> torch.Tensor:
+        return self.b if self.rank is None else self.u
 
     # -- structure ------------------------------------------------------------------------
     def structure(self) -> torch.Tensor:
@@ -108,9 +131,16 @@ class Combination(ContractingSystem):
         raise NotImplementedError
 
     def masked_b(self) -> torch.Tensor:
-        """``B`` restricted to the rule's structure and the user's mask."""
-        allowed = self.structure().to(dtype=self.b.dtype, device=self.b.device)
-        return self.b * (self.mask * allowed)
+        """``B`` (``U V^T`` for a low-rank coupling) restricted to the rule's structure and the
+        user's mask."""
+        ref = self._coupling_parameter()
+        allowed = self.structure().to(dtype=ref.dtype, device=ref.device)
+        b = self.b if self.rank is None else self.u @ self.v.T
+        return b * (self.mask * allowed)
+
+    def low_rank_active(self) -> bool:
+        """Whether the coupling is exactly ``U V^T`` now (no pathway removed from the mask)."""
+        return self.rank is not None and bool((self.mask == 1).all())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         key = prefix + "mask"
@@ -148,7 +178,7 @@ class Combination(ContractingSystem):
         inner = [s.coupling() for s in self.systems]
         if all(c is None for c in inner):
             return None
-        ref = self.b
+        ref = self._coupling_parameter()
         return torch.block_diag(*[
             c if c is not None else torch.zeros(s.n, s.n, dtype=ref.dtype, device=ref.device)
             for s, c in zip(self.systems, inner, strict=True)
@@ -196,6 +226,10 @@ class Combination(ContractingSystem):
         """This rule's own ``K = A S L S^{-1}`` on its units, run dtype."""
         raise NotImplementedError
 
+    def _own_running_low_rank(self, ctx: Build, start: int) -> LowRank | None:
+        """This rule's own ``K`` as factors, when it is of low rank (None: use the dense one)."""
+        return None
+
     def _scaled_b(self, ctx: Build, start: int) -> torch.Tensor:
         """``A S B S^{-1}`` (masked) in the run dtype."""
         s = ctx.scale[start:start + self.n]
@@ -216,9 +250,11 @@ class Combination(ContractingSystem):
                                                           device=ctx.device))
             children.append(node)
             off += sys.n
-        k = self._own_running(ctx, start)
-        if inner:  # children's couplings sit on the diagonal blocks, where k is 0: exact
-            k = k + torch.block_diag(*ks)
+        k = None if inner else self._own_running_low_rank(ctx, start)
+        if k is None:
+            k = self._own_running(ctx, start)
+        if inner:  # children's couplings sit on their diagonal blocks (added to k there)
+            k = k + torch.block_diag(*[x.dense() if isinstance(x, LowRank) else x for x in ks])
         label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(sizes={self.sizes})"
         node = Node(self.kind, label, self.rule, start, off, tuple(children),
                     self._running_metric(ctx.scale[start:off] * ctx.unit), self.g,

@@ -12,7 +12,7 @@ import torch
 
 from ..snapshot import Explicit
 from .checks import check_inputs
-from .fast import Recurrence, recurrence_forward
+from .fast import LowRankRecurrence, Recurrence, recurrence_forward
 from .maps import DEFAULT_METHOD, MAPS, METHODS, MapSpec, cayley, check_method, step_fraction
 from .reference import rk4_reference, run_reference
 
@@ -39,17 +39,22 @@ def run(snap: Explicit, drive: torch.Tensor, x0: torch.Tensor | None = None, *,
         torch.set_flush_denormal(True)
     mode, kmat, blocks = snap.mode, snap.kmat, snap.blocks
     uniform = snap.uniform_decay()
-    tensors = [t for t in (drive, x0, blocks, kmat, snap.decay) if t is not None]
+    factors = (snap.factors[0], snap.core, snap.factors[1]) if mode == "lowrank" else ()
+    tensors = [t for t in (drive, x0, blocks, kmat, snap.decay, *factors) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        out = Recurrence.apply(drive, x0, blocks, kmat, snap.decay, uniform, mode,
-                               snap.activation, all_states)
+        if mode == "lowrank":
+            out = LowRankRecurrence.apply(drive, x0, blocks, *factors, snap.decay, uniform,
+                                          snap.activation, all_states)
+        else:
+            out = Recurrence.apply(drive, x0, blocks, kmat, snap.decay, uniform, mode,
+                                   snap.activation, all_states)
     else:
         with torch.no_grad():
             bsz, steps, n_units = drive.shape
             states = drive.new_empty(steps + 1 if all_states else 2, bsz, n_units)
             dec = uniform if uniform is not None else snap.decay
             out = recurrence_forward(drive, x0, blocks, kmat, dec, mode, snap.activation,
-                                     states)
+                                     states, factors=factors or None)
             out = states[1:] if all_states else out
     return out.transpose(0, 1) if all_states else out
 

@@ -87,18 +87,25 @@ def add_decay(dst: torch.Tensor, x: torch.Tensor, decay: Decay) -> None:
 
 def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tensor,
                        kmat: torch.Tensor | None, decay: Decay, mode: str, act: Activation,
-                       states: torch.Tensor, zbuf: torch.Tensor | None = None) -> torch.Tensor:
+                       states: torch.Tensor, zbuf: torch.Tensor | None = None,
+                       factors: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
     """Run the map over ``drive`` (batch, steps, N) into ``states``; return the last state.
 
     ``blocks`` (p, n, n) are the diagonal blocks of ``W_a``, ``kmat`` is ``C`` (cayley) or
     ``A_e`` (euler), ``decay`` is ``b``. ``states`` is ``(steps + 1, batch, N)`` (all states
     kept) or ``(2, batch, N)`` (a ring: only the last state is kept). ``zbuf`` (steps, batch, N)
-    receives the cayley pre-coupling states for the backward pass.
+    receives the cayley pre-coupling states for the backward pass. ``lowrank`` runs
+    ``y+ = z + ((z Y) G^T) X^T`` with ``factors = (X, G, Y)``.
     """
     bsz, steps, n_units = drive.shape
     p, n = blocks.shape[0], n_units // blocks.shape[0]
     wt = blocks.transpose(1, 2)  # W_a,i^T
     kt = kmat.T if kmat is not None else None
+    if mode == "lowrank":
+        fx, fg, fy = factors
+        fxt, fgt = fx.T, fg.T
+        t1 = drive.new_empty(bsz, fx.shape[1])
+        t2 = drive.new_empty(bsz, fx.shape[1])
     hbuf = drive.new_empty(p, bsz, n)
     hview = hbuf.transpose(0, 1)  # (batch, p, n) view of h
     sbuf = drive.new_empty(bsz, n_units)
@@ -120,6 +127,13 @@ def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tens
             torch.add(hview, us[k], out=z.view(bsz, p, n))
             add_decay(z, x, decay)
             torch.mm(z, kt, out=xn)
+        elif mode == "lowrank":
+            z = zs[k] if zs is not None else tmp
+            torch.add(hview, us[k], out=z.view(bsz, p, n))
+            add_decay(z, x, decay)
+            torch.mm(z, fy, out=t1)
+            torch.mm(t1, fgt, out=t2)
+            torch.addmm(z, t2, fxt, out=xn)
         elif mode == "euler":
             torch.add(hview, us[k], out=tmp.view(bsz, p, n))
             torch.addmm(tmp, x, kt, out=xn)
@@ -272,6 +286,61 @@ def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
     return grad_u, gx0 if need_x0 else None, grad_w, None, grad_b
 
 
+def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
+    """``y+ = z C^T`` with ``C = I + X G Y^T`` kept factored: per step ``ez = e + ((e X) G) Y^T``
+    (``O(N r)``); at the end ``dX = E^T (Z Y G^T)``, ``dG = (E X)^T (Z Y)``,
+    ``dY = Z^T (E X G)``."""
+    states, zbuf, blocks, fx, fg, fy, decay_t = ctx.saved_tensors
+    decay = ctx.uniform if ctx.uniform is not None else decay_t
+    need_u, need_x0, need_w, need_x, need_g, need_y, need_b = ctx.needs_input_grad[:7]
+    act, all_states = ctx.act, ctx.all_states
+    steps, bsz, n_units = states.shape
+    steps -= 1
+    p, k2 = blocks.shape[0], fx.shape[1]
+    shape3 = (bsz, p, n_units // p)
+    grads = _Rows(states.new_empty(steps if need_x else 2, bsz, n_units), steps, p)
+    grads_z = _Rows(states.new_empty(steps if (need_u or need_w or need_b) else 1, bsz,
+                                     n_units), steps, p)
+    ex = states.new_empty(steps if (need_g or need_y) else 1, bsz, k2)
+    exg = states.new_empty(bsz, k2)
+    gx0 = states.new_empty(bsz, n_units)
+    sbuf = states.new_empty(p, bsz, n_units // p)
+    sview = sbuf.transpose(0, 1)
+    x3 = states.view(-1, *shape3).unbind(0)
+    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
+    for k in range(steps - 1, -1, -1):
+        e, gz_k, ex_k = grads.row(k), grads_z.row(k), ex[k % ex.shape[0]]
+        torch.mm(e, fx, out=ex_k)
+        torch.mm(ex_k, fg, out=exg)
+        torch.addmm(e, exg, fy.T, out=gz_k)  # ez = e C
+        dst = grads.row(k - 1) if k > 0 else gx0
+        torch.bmm(grads_z.block(k), blocks, out=sbuf)  # ez W_a
+        times_slope(act, sview, x3[k], dst.view(shape3))
+        add_decay(dst, gz_k, decay)
+        if all_states and k > 0:
+            dst.add_(go[k - 1])
+    rows, prev = steps * bsz, states[:-1]
+    grad_x = grad_g = grad_y = grad_w = grad_b = None
+    if need_x or need_g or need_y:
+        z2 = zbuf.view(rows, n_units)
+        zy = z2 @ fy
+        if need_x:
+            grad_x = grads.buf.view(rows, n_units).T @ (zy @ fg.T)
+        if need_g:
+            grad_g = ex.view(rows, k2).T @ zy
+        if need_y:
+            grad_y = z2.T @ (ex.view(rows, k2) @ fg)
+    if need_b:
+        grad_b = (grads_z.buf * prev).sum((0, 1))
+    if need_w:
+        phi = grads.buf if grads.buf.shape[0] == steps else torch.empty_like(prev)
+        activate_all(act, prev, phi)
+        grad_w = _weight_grad(grads_z.buf, phi, p)
+        del phi
+    grad_u = grads_z.buf.transpose(0, 1) if need_u else None
+    return grad_u, gx0 if need_x0 else None, grad_w, grad_x, grad_g, grad_y, grad_b
+
+
 BACKWARD = {"cayley": _backward_cayley, "euler": _backward_euler, "none": _backward_none}
 
 
@@ -302,3 +371,29 @@ class Recurrence(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor):
         grads = BACKWARD[ctx.mode](ctx, grad_out)
         return (*grads, None, None, None, None)
+
+
+class LowRankRecurrence(torch.autograd.Function):
+    """:class:`Recurrence` for the cayley map with a low-rank coupling, ``C = I + X G Y^T``
+    never formed. Inputs: ``drive``, ``x0``, ``blocks``, ``X`` (N, k), ``G`` (k, k), ``Y``
+    (N, k), ``decay``, then ``uniform``, ``act``, ``all_states``."""
+
+    @staticmethod
+    def forward(ctx: Any, drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tensor,
+                fx: torch.Tensor, fg: torch.Tensor, fy: torch.Tensor, decay: torch.Tensor,
+                uniform: float | None, act: Activation, all_states: bool) -> torch.Tensor:
+        bsz, steps, n_units = drive.shape
+        states = drive.new_empty(steps + 1, bsz, n_units)
+        need = any(ctx.needs_input_grad[3:6])
+        zbuf = drive.new_empty(steps, bsz, n_units) if need else None
+        dec = uniform if uniform is not None else decay
+        last = recurrence_forward(drive, x0, blocks, None, dec, "lowrank", act, states, zbuf,
+                                  (fx, fg, fy))
+        ctx.save_for_backward(states, zbuf, blocks, fx, fg, fy, decay)
+        ctx.uniform, ctx.act, ctx.all_states = uniform, act, all_states
+        return states[1:] if all_states else last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor):
+        return (*_backward_lowrank(ctx, grad_out), None, None, None)

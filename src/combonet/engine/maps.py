@@ -64,5 +64,12 @@ def cayley(k: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(eye - k / 2, eye + k / 2)
 
 
-__all__ = ["DEFAULT_METHOD", "MAPS", "METHODS", "MapSpec", "cayley", "check_method",
-           "step_fraction"]
+def cayley_core(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``G = (I - Y^T X / 2)^{-1}`` (``2r x 2r``) for ``K = X Y^T``: by Woodbury,
+    ``(I - K/2)^{-1} (I + K/2) = 2 (I - K/2)^{-1} - I = I + X G Y^T``."""
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    return torch.linalg.inv(eye - y.T @ x / 2)
+
+
+__all__ = ["DEFAULT_METHOD", "MAPS", "METHODS", "MapSpec", "cayley", "cayley_core",
+           "check_method", "step_fraction"]

@@ -19,10 +19,15 @@ def run_reference(snap: Explicit, drive: torch.Tensor, x0: torch.Tensor | None =
     x = check_inputs(snap, drive, x0)
     mode = snap.mode
     phi, w, b, kmat = snap.activation, snap.weight_matrix(), snap.decay, snap.kmat
+    if mode == "lowrank":  # the same map, through its factors
+        fx, fg, fy = snap.factors[0], snap.core, snap.factors[1]
     out = []
     for k in range(drive.shape[1]):
         h = phi(x) @ w.T + drive[:, k]
-        if mode == "cayley":
+        if mode == "lowrank":
+            z = b * x + h
+            x = z + ((z @ fy) @ fg.T) @ fx.T
+        elif mode == "cayley":
             x = (b * x + h) @ kmat.T
         elif mode == "euler":
             x = x @ kmat.T + h
@@ -39,8 +44,8 @@ def rk4_reference(snap: Explicit, drive: torch.Tensor, x0: torch.Tensor | None =
     (eq. 2 in running coordinates, the drive held constant over each step); states
     (batch, steps, N)."""
     x = check_inputs(snap, drive, x0)
-    dt, a, w, k_mat, phi = snap.dt, snap.alpha, snap.weight_matrix(), snap.coupling, \
-        snap.activation
+    dt, a, w, k_mat, phi = snap.dt, snap.alpha, snap.weight_matrix(), \
+        snap.coupling_matrix(), snap.activation
 
     def f(y: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         out = -a * y + phi(y) @ w.T + d

@@ -115,7 +115,7 @@ def count_parameters(model: nn.Module) -> dict[str, Any]:
     """
     free: dict[int, int] = {}
     for mod in model.modules():
-        if isinstance(mod, Combination):
+        if isinstance(mod, Combination) and mod.rank is None:
             free[id(mod.b)] = int((mod.mask != 0).sum())
         elif isinstance(mod, TrainableSparseModule):
             free[id(mod.raw)] = int((mod.mask != 0).sum())

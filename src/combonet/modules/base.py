@@ -22,7 +22,7 @@ from torch import nn
 from .._validate import positive
 from ..activations import Activation, get_activation
 from ..engine import run
-from ..engine.maps import DEFAULT_METHOD, cayley, check_method, step_fraction
+from ..engine.maps import DEFAULT_METHOD, cayley, cayley_core, check_method, step_fraction
 from ..snapshot import Explicit, Node
 from .time import TimeConstants
 
@@ -241,14 +241,21 @@ class ContractingSystem(nn.Module, ABC):
         weights, k, tree = self._build(ctx, 0, "")
         blocks = self._stack([w * ctx.alpha_run[a:b, None] for (a, b), w in weights])
         decay = (1 - alpha).to(dtype)
-        kmat = None
+        kmat = factors = core = None
+        if k is not None and not isinstance(k, torch.Tensor):  # a low-rank coupling
+            if method == "euler":
+                k = k.dense()
+            else:
+                factors, k = (k.x, k.y), None
+                if method == "cayley":
+                    core = cayley_core(*factors)
         if k is not None and method == "cayley":
             kmat = cayley(k)
         elif k is not None and method == "euler":
             kmat = torch.diag(decay) + k
         return Explicit(method, dt, self.activation, ctx.alpha_run, decay, blocks, k, kmat,
                         ctx.scale.to(dtype), self.activation.positively_homogeneous
-                        and self.has_constant_metric, tree)
+                        and self.has_constant_metric, tree, factors, core, ctx.unit)
 
     @staticmethod
     def _stack(blocks: list[torch.Tensor]) -> torch.Tensor:
