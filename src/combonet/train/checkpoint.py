@@ -62,8 +62,9 @@ def tmp_prefix(name: str) -> str:
     return f".{name}."
 
 
-def _write_file(fh: BinaryIO, data: bytes) -> None:
-    """The one place bytes reach the disk (tests simulate a full disk here)."""
+def _write_file(path: Path, fh: BinaryIO, data: bytes) -> None:
+    """The one place bytes reach the disk (``path`` is the destination; tests simulate a full
+    disk here)."""
     fh.write(data)
 
 
@@ -79,7 +80,7 @@ def atomic_write_bytes(path: str | Path, data: bytes | Callable[[BinaryIO], Any]
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, (bytes, bytearray, memoryview)):
-                _write_file(fh, bytes(data))
+                _write_file(path, fh, bytes(data))
             else:
                 data(fh)
             fh.flush()
