@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -30,6 +31,7 @@ from data_files import (
     write_cifar_batch,
     write_fake_cifar,
     write_fake_mnist,
+    write_gzip_bomb,
     write_idx_images,
     write_idx_labels,
 )
@@ -655,27 +657,16 @@ def test_make_loader_deterministic(mnist_dir) -> None:
 
 
 # -- issue 11, item 3: sizes checked before reading; streams capped at the claimed size ----------
-def _gzip_of_zeros(path: Path, header: bytes, zeros: int) -> Path:
-    """A small .gz that inflates to ``header`` followed by ``zeros`` zero bytes (a bomb)."""
-    import gzip
-
-    block = bytes(1 << 20)
-    with gzip.open(path, "wb", compresslevel=1) as fh:
-        fh.write(header)
-        for _ in range(zeros >> 20):
-            fh.write(block)
-    return path
-
-
 def test_gzip_bomb_is_refused_after_the_claimed_size(tmp_path: Path) -> None:
-    """A label file whose header claims 60,000 labels but that inflates to 64 MB: reading
-    stops one byte after the claimed size (peak memory stays far below what it inflates to)."""
+    """The issue's bomb: 7.6 MB of .gz with a 60,000-label header that inflates to 7.84 GB
+    (it ended in MemoryError after 28 s). Reading stops one byte after the claimed size, so
+    peak memory stays tiny."""
     import struct
     import tracemalloc
 
-    path = _gzip_of_zeros(tmp_path / "train-labels-idx1-ubyte.gz",
-                          struct.pack(">II", 2049, 60_000), 64 << 20)
-    assert path.stat().st_size < 1 << 20
+    path = write_gzip_bomb(tmp_path / "train-labels-idx1-ubyte.gz",
+                           struct.pack(">II", 2049, 60_000), 7_840_000_000)
+    assert path.stat().st_size < 8_000_000  # 7.6 MB that inflates to 7.84 GB
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match=r"size mismatch: expected 60008 bytes \(header says "
@@ -690,7 +681,8 @@ def test_gzip_bomb_is_refused_after_the_claimed_size(tmp_path: Path) -> None:
 def test_gzip_header_claiming_more_than_the_file_can_hold(tmp_path: Path) -> None:
     import struct
 
-    path = _gzip_of_zeros(tmp_path / "x.gz", struct.pack(">IIII", 2051, 10_000_000, 28, 28), 0)
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 10_000_000, 28, 28)))
     with pytest.raises(DataError, match=r"claims 7840000016 bytes \(header says 10000000 "
                                         r"images of 28x28\), more than a \d+-byte gzip file can"):
         read_idx_images(path)
