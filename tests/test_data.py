@@ -598,7 +598,7 @@ def test_mnist1d_samples_validated(tmp_path: Path, mnist_dir) -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(ValueError, match=r'Unknown task "x"\. Must be one of \[.*smnist.*\]'):
+    with pytest.raises(ValueError, match=r"Invalid task: must be one of \[.*smnist.*\], got 'x'"):
         load_task("x")
 
 

@@ -173,7 +173,7 @@ def resolve_train_config(ns: argparse.Namespace) -> TrainConfig:
     (``--init-from``) < ``--config FILE`` < flags. A setting the user gave (flag or file) that
     does not apply to the chosen model, optimizer or schedule is refused."""
     from .train.config import read_config_file
-    from .train.rundir import RunDir
+    from .train.rundir import CONFIG, RunDir
 
     names = set(TrainConfig.field_names())
     given = {k: v for k, v in vars(ns).items() if k in names}
@@ -195,21 +195,21 @@ def resolve_train_config(ns: argparse.Namespace) -> TrainConfig:
         if out_dir is None:
             raise UsageError("--resume needs --out-dir RUN_DIR (the run to continue)")
         run = RunDir(out_dir)
-        if run.file("config.json").exists():
+        if run.file(CONFIG).exists():
             base = run.config()
     elif init_from is not None:
         base = RunDir(init_from).config()
         base.out_dir = None
     cfg = TrainConfig.from_dict(file_data, base=base, source=str(ns.config))
     cfg = TrainConfig.from_dict(given, base=cfg, source="the command line")
-    cfg.validate()
-    bad = cfg.not_applicable()
+    bad = cfg.not_applicable()  # before validate(): "does not apply" beats "out of range"
     for name in given:
         if name in bad:
             raise UsageError(f"--{name.replace('_', '-')} {bad[name]}; remove it")
     for name, key in file_keys.items():
         if name in bad:
             raise UsageError(f"{key} (in {ns.config}) {bad[name]}; remove it")
+    cfg.validate()
     return cfg
 
 

@@ -14,7 +14,6 @@ The test split is never used to compute anything.
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from .._validate import file_kind
+from .._validate import file_kind, in_interval, integer
 
 __all__ = [
     "DataError",
@@ -173,16 +172,18 @@ class DataSplits:
         return self.train.num_classes
 
 
+def _plain(value: Any) -> Any:
+    """numpy integers as Python ints (the checks in :mod:`combonet._validate` want ``int``)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def _check_positive_int(value: Any, what: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+    if value is not None:
+        integer(what, _plain(value), 1)
 
 
 def _check_int(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an int, got {value!r}")
+    integer(what, _plain(value))
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,9 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         vf = self.val_fraction
-        if (
-            isinstance(vf, bool)
-            or not isinstance(vf, (int, float, np.floating))
-            or not math.isfinite(vf)
-            or not 0.0 <= vf < 1.0
-        ):
+        if isinstance(vf, bool) or not isinstance(vf, (int, float, np.floating)):
             raise ValueError(f"val_fraction must be a number in [0, 1), got {vf!r}")
+        in_interval("val_fraction", vf, 0, 1, lo_open=False, hi_open=True)
         _check_int(self.seed, "seed")
         _check_positive_int(self.limit_train, "limit_train")
         _check_positive_int(self.limit_test, "limit_test")
@@ -367,9 +364,7 @@ def make_loader(
     sampler: Sampler | None = None,
 ) -> DataLoader:
     """A single-process DataLoader over ``(inputs, labels)``, deterministic given ``seed``."""
-    _check_positive_int(batch_size, "batch_size")
-    if batch_size is None:
-        raise ValueError("batch_size must be a positive int")
+    integer("batch_size", _plain(batch_size), 1)
     _check_int(seed, "seed")
     if sampler is not None and shuffle:
         raise ValueError("pass either shuffle=True or a sampler, not both")

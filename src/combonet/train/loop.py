@@ -39,6 +39,7 @@ from .reporting import Reporter, RunStart
 from .rundir import (
     BEST,
     CHECKPOINT,
+    CONFIG,
     RunDir,
     RunDirError,
     RunDirWriteError,
@@ -324,7 +325,7 @@ class Trainer:
                               f"data: {detail}")
         data = source.load_checkpoint(CHECKPOINT)
         if data.get("fingerprint") != src_cfg.fingerprint():
-            detail, _ = config_differences(data, src_cfg, (CHECKPOINT, "config.json"))
+            detail, _ = config_differences(data, src_cfg, (CHECKPOINT, CONFIG))
             raise CheckpointError(f"{source.file(CHECKPOINT)} was written by a different "
                                   f"configuration than its config.json: {detail}")
         self.init_from = {"run_dir": str(source.path), "weights": "final",

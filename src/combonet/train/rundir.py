@@ -422,13 +422,15 @@ class RunDir:
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write ``name`` atomically; a failed write (full disk, ...) keeps the old file."""
         path = self.file(name)
+        existed = path.exists()
         try:
             ckpt.atomic_write_bytes(path, data)
         except OSError as err:
             code = errno.errorcode.get(err.errno or 0, "")
             why = err.strerror or str(err)
-            raise RunDirWriteError(f"cannot write {path}: {why}{f' ({code})' if code else ''};"
-                                   f" the previous {name} is kept") from None
+            kept = f"; the previous {name} is kept" if existed else ""
+            raise RunDirWriteError(f"cannot write {path}: {why}{f' ({code})' if code else ''}"
+                                   f"{kept}") from None
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_bytes(name, (json.dumps(data, indent=2) + "\n").encode())
