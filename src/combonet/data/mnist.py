@@ -12,7 +12,9 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,7 +52,7 @@ _WHERE = (
 )
 
 
-def _header(path: Path, data: bytes, words: int) -> np.ndarray:
+def _header(path: Path, data: bytes | memoryview, words: int) -> np.ndarray:
     if len(data) < 4 * words:
         raise DataError(
             f"{path}: truncated: expected a {4 * words}-byte IDX header, got {len(data)} bytes"
@@ -70,7 +72,8 @@ def _bad_magic(path: Path, magic: int, expected: int, kind: str) -> DataError:
     )
 
 
-def _read_idx(path: Path, words: int, check_header, what) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx(path: Path, words: int, check_header: Callable[[np.ndarray], None],
+              what: Callable[[np.ndarray], str]) -> tuple[np.ndarray, np.ndarray]:
     """Header words and body of an IDX file (raw, or gzip when the name ends in ``.gz``).
 
     The size the header claims is checked before the body is read: against the file's size
@@ -106,16 +109,16 @@ def _read_idx(path: Path, words: int, check_header, what) -> tuple[np.ndarray, n
     return header, np.frombuffer(body, dtype=np.uint8)
 
 
-def _read_exactly(fh, n: int) -> bytes:
-    """Up to ``n`` bytes (fewer only at the end of the stream), read in chunks."""
-    chunks, left = [], n
-    while left > 0:
-        chunk = fh.read(min(left, 1 << 24))
-        if not chunk:
+def _read_exactly(fh: BinaryIO, n: int) -> memoryview:
+    """Up to ``n`` bytes into one preallocated buffer (fewer only at the end of the stream)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = fh.readinto(view[got:got + (1 << 24)])
+        if not k:
             break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        got += k
+    return view[:got]
 
 
 def _check_size(path: Path, got: int, expected: int, what: str) -> None:

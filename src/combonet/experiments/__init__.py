@@ -124,8 +124,8 @@ def main_from_args(ns: argparse.Namespace) -> int:
             threads("--threads", ns.threads)
         if ns.epochs is not None:
             integer("--epochs", ns.epochs, 1)
-        for s in ns.seeds or []:
-            seed("--seeds", s)
+        for value in ns.seeds or []:
+            seed("--seeds", value)
     except ValueError as err:
         raise ExperimentError(str(err)) from None
     out = Path(ns.out) if ns.out else Path("runs") / "experiments" / ns.preset

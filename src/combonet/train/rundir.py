@@ -269,7 +269,8 @@ class RunDir:
         object giving ``features`` and ``num_classes``."""
         path = self.file(CONFIG)
         if not self.path.is_dir():
-            raise RunDirError(f"{self.path} is not a run directory (no such directory)")
+            why = "not a directory" if self.path.exists() else "no such directory"
+            raise RunDirError(f"{self.path} is not a run directory ({why})")
         if not path.exists():
             raise RunDirError(f"{self.path} is not a run directory (no {CONFIG})")
         rec = _dict(self._read_json(CONFIG, "run record"), path, "the run record")
@@ -382,6 +383,18 @@ class RunDir:
         entry = self._on_disk.get(name)
         return None if entry is None else entry.get("sha256")
 
+    def _matching_entry(self, name: str, man: dict[str, Any]) -> dict[str, Any] | None:
+        """The manifest entry (current or previous) that the file on disk matches, if any: a
+        file that matches neither (corrupt) is never blessed as "previous"."""
+        entry = man["files"].get(name)
+        if not isinstance(entry, dict):
+            return None
+        digest = _digest_of(self.file(name))
+        for e in (entry, entry.get("previous")):
+            if isinstance(e, dict) and e.get("sha256") == digest:
+                return {k: e.get(k) for k in ("sha256", "bytes", "epoch")}
+        return None
+
     def load_checkpoint(self, name: str = CHECKPOINT) -> dict[str, Any]:
         """A verified checkpoint file's contents (finite tensors, required entries)."""
         kind = "checkpoint" if name == CHECKPOINT else "weights"
@@ -467,9 +480,8 @@ class RunDir:
         entry: dict[str, Any] = {"sha256": digest, "bytes": len(data),
                                  "epoch": state.get("epoch")}
         previous = self._on_disk.get(name)
-        if previous is None and self.file(name).exists():
-            previous = {k: man["files"].get(name, {}).get(k) for k in ("sha256", "bytes",
-                                                                       "epoch")}
+        if previous is None and self.file(name).exists():  # first save after a resume
+            previous = self._matching_entry(name, man)
         if previous is not None:
             entry["previous"] = previous
         man["files"][name] = entry
@@ -477,6 +489,14 @@ class RunDir:
         self.write_bytes(name, data)
         self._on_disk[name] = {k: entry[k] for k in ("sha256", "bytes", "epoch")}
         return digest
+
+
+def _digest_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def config_differences(data: dict[str, Any], cfg: TrainConfig, labels: tuple[str, str]
