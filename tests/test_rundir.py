@@ -244,8 +244,10 @@ def test_orphan_temp_files_are_removed_only_under_the_lock(tmp_path):
     rd.path.mkdir()
     ours = rd.path / ".checkpoint.pt.x1y2.tmp"
     theirs = rd.path / ".notes.txt.tmp"
+    kept = rd.path / ".config.json.bak"  # a prefix of ours, but not a temp file
     ours.write_bytes(b"half")
     theirs.write_bytes(b"user")
+    kept.write_bytes(b"user")
     with pytest.raises(RunDirError, match="needs the lock"):
         rd.clean_orphans()
     rd._acquire()
@@ -253,7 +255,7 @@ def test_orphan_temp_files_are_removed_only_under_the_lock(tmp_path):
         assert rd.clean_orphans() == [ours.name]
     finally:
         rd.release()
-    assert not ours.exists() and theirs.exists()
+    assert not ours.exists() and theirs.exists() and kept.exists()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

@@ -235,7 +235,8 @@ class RunDir:
         """Delete this run's leftover temp files (``.NAME.XXXX.tmp``); only under the lock."""
         if not self.locked():
             raise RunDirError("internal error: clean_orphans needs the lock")
-        pattern = re.compile("|".join(re.escape(ckpt.tmp_prefix(n)) for n in FILES) + r".*\.tmp$")
+        names = "|".join(re.escape(ckpt.tmp_prefix(n)) for n in FILES)
+        pattern = re.compile(f"(?:{names}).+\\.tmp$")
         removed = []
         for entry in os.listdir(self.path):
             if pattern.match(entry):
