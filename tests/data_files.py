@@ -17,6 +17,7 @@ __all__ = [
     "write_cifar_batch",
     "write_fake_cifar",
     "write_fake_mnist",
+    "write_gzip_bomb",
     "write_idx_images",
     "write_idx_labels",
 ]
@@ -156,3 +157,18 @@ def write_fake_cifar(
         "test_x": xte,
         "test_y": yte,
     }
+
+
+def write_gzip_bomb(path: str | Path, header: bytes, inflated: int) -> Path:
+    """A small ``.gz`` that inflates to ``header`` plus about ``inflated`` zero bytes.
+
+    Built in milliseconds: gzip allows several members in one file, so one compressed 16 MiB
+    block of zeros is repeated (7.84 GB of zeros take 7.6 MB, as in issue 11)."""
+    block = 1 << 24
+    member = gzip.compress(bytes(block), compresslevel=9)
+    path = Path(path)
+    with open(path, "wb") as fh:
+        fh.write(gzip.compress(header))
+        for _ in range(max(1, inflated // block)):
+            fh.write(member)
+    return path

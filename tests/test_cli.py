@@ -10,16 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import combonet
 from combonet.cli import build_parser, main, resolve_train_config
 from combonet.data import TASKS
 from combonet.train import TrainConfig
 from combonet.train.config import ConfigError, read_config_file
+from conftest import examples
 
-TINY = ["--task", "pdigits", "--limit-train", "120", "--limit-test", "50",
-        "--val-fraction", "0.25", "--modules", "2", "--units", "4", "--density", "0.3",
-        "--magnitude", "1", "--batch-size", "30", "--threads", "1", "--quiet", "--epochs", "1"]
+#: Data and optimisation settings of a tiny run (any model); TINY adds a 2x4 Sparse Combo Net.
+TINY_RUN = ["--task", "pdigits", "--limit-train", "120", "--limit-test", "50",
+            "--val-fraction", "0.25", "--batch-size", "30", "--threads", "1", "--quiet",
+            "--epochs", "1"]
+TINY = [*TINY_RUN, "--modules", "2", "--units", "4", "--density", "0.3", "--magnitude", "1"]
 
 
 def one_line_error(capsys, argv: list[str]) -> str:
@@ -98,10 +103,33 @@ def test_bad_config_files(tmp_path, text, suffix, match):
 
 def test_fingerprint_ignores_runtime_fields_only():
     a = TrainConfig()
-    assert a.fingerprint() == TrainConfig(epochs=99, out_dir="x", device="cpu", threads=1,
-                                          quiet=True).fingerprint()
+    assert a.fingerprint() == TrainConfig(out_dir="x", device="cpu", threads=1,
+                                          quiet=True, certify_every=3).fingerprint()
     assert a.fingerprint() != TrainConfig(lr=0.5).fingerprint()
     assert a.fingerprint() != TrainConfig(permutation_seed=1).fingerprint()
+    assert a.fingerprint() != TrainConfig(init_from="runs/a").fingerprint()
+
+
+def test_epochs_enter_the_fingerprint_only_under_the_cosine_schedule():
+    # the cosine schedule's learning rate at epoch k depends on epochs (issue 11, item 2)
+    assert TrainConfig(epochs=2).fingerprint() != TrainConfig(epochs=4).fingerprint()
+    step = {"schedule": "step"}
+    assert TrainConfig(epochs=2, **step).fingerprint() == TrainConfig(epochs=4,
+                                                                       **step).fingerprint()
+
+
+def test_settings_that_do_not_apply_stay_out_of_the_fingerprint():
+    gru = TrainConfig(model="gru")
+    assert gru.fingerprint() == TrainConfig(model="gru", density=0.5, modules=3,
+                                            dt=0.2).fingerprint()
+    assert gru.fingerprint() != TrainConfig(model="gru", hidden=7).fingerprint()
+    combo = TrainConfig()
+    assert combo.fingerprint() == TrainConfig(hidden=7, momentum=0.1,
+                                              lr_step_size=3).fingerprint()
+    assert combo.fingerprint() != TrainConfig(density=0.1).fingerprint()
+    assert TrainConfig(model="svd-combo").fingerprint() == TrainConfig(
+        model="svd-combo", magnitude=9.0).fingerprint()
+    assert set(TrainConfig(model="lstm").not_applicable()) >= {"density", "modules", "dt"}
 
 
 # -- one-line errors, exit status 2 ------------------------------------------------------------
@@ -111,8 +139,18 @@ def test_fingerprint_ignores_runtime_fields_only():
     (["--modules", "0"], "modules must be an integer >= 1"),
     (["--lr", "-1"], "lr must be a finite number > 0"),
     (["--val-fraction", "0"], "val_fraction"),
-    (["--model", "transformer"], 'Invalid model "transformer"'),
-    (["--task", "imagenet"], 'Invalid task "imagenet"'),
+    (["--model", "transformer"], "Invalid model: must be one of ['sparse-combo'"),
+    (["--task", "imagenet"], "Invalid task: must be one of ['digits'"),
+    (["--method", "rk4"], "Invalid method: must be one of ['euler', 'cayley'], got 'rk4'"),
+    (["--lr", "1e300"], "lr must be a finite number > 0 and <= 3.40282e+38, got 1e+300"),
+    (["--magnitude", "1e308"], "magnitude must be a finite number > 0 and <= 3.40282e+38"),
+    (["--seed", "99999999999999999999"], "seed must be an integer in [0, 4294967295], got "
+                                         "99999999999999999999"),
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["--permutation-seed", str(2**32)], "permutation_seed must be an integer in"),
+    (["--threads", "100000"], "threads must be an integer in [1, 1024], got 100000"),
+    (["--threads", "0"], "threads must be an integer in [1, 1024], got 0"),
+    (["--optimizer", "sgd", "--momentum", "1"], "momentum must be a finite number >= 0 and < 1"),
     (["--epochs", "two"], "expected an int"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--config", "/nonexistent/c.yaml"], "does not exist"),
@@ -176,7 +214,7 @@ def test_subcommands_have_their_own_parsers():
 
 def test_baseline_run_has_no_certificate(capsys, tmp_path):
     run_dir = tmp_path / "gru"
-    assert main(["train", *TINY, "--model", "gru", "--hidden", "8", "--out-dir",
+    assert main(["train", *TINY_RUN, "--model", "gru", "--hidden", "8", "--out-dir",
                  str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "certificate" not in out.lower()
@@ -207,3 +245,168 @@ def test_top_level_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("train", "evaluate", "certify", "bench", "experiment"):
         assert cmd in out
+
+
+# -- issue 11: settings that do not apply, config files, help from the registries -------------
+@pytest.mark.parametrize("argv,match", [
+    (["--model", "gru", "--density", "0.1"],
+     "--density does not apply to model 'gru' (only to sparse-combo, unconstrained-combo)"),
+    (["--model", "lstm", "-p", "3"], "--modules does not apply to model 'lstm'"),
+    (["--model", "svd-combo", "--magnitude", "2"], "--magnitude does not apply to model"),
+    (["--hidden", "8"], "--hidden does not apply to model 'sparse-combo'"),
+    (["--momentum", "0.5"], "--momentum does not apply to optimizer 'adam' (only to sgd, "
+                            "rmsprop)"),
+    (["--lr-step-size", "3"], "--lr-step-size does not apply to schedule 'cosine'"),
+])
+def test_settings_that_do_not_apply_are_refused(capsys, tmp_path, argv, match):
+    line = one_line_error(capsys, ["train", *argv, "--out-dir", str(tmp_path / "r")])
+    assert match in line and "remove it" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_settings_in_a_file_that_do_not_apply_are_refused(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: lstm\nunits: 4\n")
+    line = one_line_error(capsys, ["train", "--config", str(path)])
+    assert f"units (in {path}) does not apply to model 'lstm'" in line
+
+
+def test_settings_that_apply_are_accepted():
+    cfg = resolve("--optimizer", "sgd", "--momentum", "0.5", "--schedule", "step",
+                  "--lr-step-size", "3", "--model", "gru", "--hidden", "4")
+    assert (cfg.momentum, cfg.lr_step_size, cfg.hidden) == (0.5, 3, 4)
+
+
+def test_config_file_with_non_utf8_bytes(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"lr: 0.1\n\xff\xfe: 2\n")
+    line = one_line_error(capsys, ["train", "--config", str(path)])
+    assert f"config file {path} is not UTF-8 text (byte 0xff at offset 8)" in line
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.1\nepochs: 2\nlr: 0.2\n")
+    line = one_line_error(capsys, ["train", "--config", str(path)])
+    assert "duplicate key 'lr' on lines 1 and 3" in line
+    nested = tmp_path / "n.yaml"
+    nested.write_text("train:\n  modules: 2\n  modules: 3\n")
+    assert "duplicate key 'modules' on lines 2 and 3" in one_line_error(
+        capsys, ["train", "--config", str(nested)])
+    toml = tmp_path / "c.toml"
+    toml.write_text("lr = 0.1\nlr = 0.2\n")
+    assert "cannot parse config file" in one_line_error(capsys, ["train", "--config",
+                                                                 str(toml)])
+
+
+def test_config_file_that_is_not_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)  # reading it would block forever
+    line = one_line_error(capsys, ["train", "--config", str(fifo)])
+    assert f"config file {fifo} is not a regular file (a FIFO)" in line
+    link = tmp_path / "zero.yaml"
+    link.symlink_to("/dev/zero")
+    line = one_line_error(capsys, ["train", "--config", str(link)])
+    assert "is not a regular file (a character device)" in line
+
+
+def test_magnitude_errors_name_the_magnitude(capsys, tmp_path):
+    line = one_line_error(capsys, ["train", *TINY, "--units", "8", "--density", "0.2",
+                                   "--magnitude", "1e6", "--out-dir", str(tmp_path / "r")])
+    assert "magnitude=1e+06" in line and "--magnitude" in line and "Theorem 1" in line
+
+
+def test_hopeless_theorem1_search_is_refused_before_sampling(capsys, tmp_path, monkeypatch):
+    """n = 256, density 0.5, magnitude 3 took 129 s to fail: now refused by a bound, and the
+    builder (which would start sampling) is never called."""
+    import dataclasses
+
+    from combonet.models import registry
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the builder must not run for a hopeless configuration")
+
+    spec = registry.MODELS["sparse-combo"]
+    monkeypatch.setitem(registry.MODELS, "sparse-combo", dataclasses.replace(spec, builder=boom))
+    line = one_line_error(capsys, ["train", "--modules", "1", "--units", "256", "--density",
+                                   "0.5", "--magnitude", "3", "--out-dir", str(tmp_path / "r")])
+    assert "cannot satisfy Theorem 1" in line and "Lower --magnitude" in line
+    assert "units=256, density=0.5, magnitude=3" in line
+    assert not (tmp_path / "r").exists()
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(n=st.integers(2, 10), magnitude=st.floats(1.0, 20.0))
+def test_theorem1_pass_bound_is_above_the_exact_row_probability(n, magnitude):
+    """Density 1: every off-diagonal entry is U(0, m) in |W|, so one row sum of n - 1 of them
+    is below 1 with the Irwin-Hall probability (1/m)^(n-1) / (n-1)!; a draw can pass
+    Theorem 1 only if some row sum is below 1, so the bound must be at least that."""
+    import math
+
+    from combonet.models.registry import theorem1_pass_bound
+
+    exact_row = (1.0 / magnitude) ** (n - 1) / math.factorial(n - 1)
+    assert exact_row <= theorem1_pass_bound(n, 1.0, magnitude) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("n,density,magnitude", [(8, 0.5, 4.0), (6, 0.5, 6.0), (4, 1.0, 2.0)])
+def test_theorem1_pass_bound_against_sampled_row_sums(n, density, magnitude):
+    """Monte Carlo with an independent sampler of the documented distribution (round(density
+    n^2) off-diagonal positions, entries U(-1, 1) * magnitude): the chance that the smallest
+    row sum of |W| is below 1 (necessary to pass Theorem 1) is below the bound."""
+    import math
+
+    import numpy as np
+
+    from combonet.models.registry import theorem1_pass_bound
+
+    rng = np.random.default_rng(0)
+    off = [(i, j) for i in range(n) for j in range(n) if i != j]
+    k = min(len(off), max(1, round(density * n * n)))
+    draws, hits = 4000, 0
+    for _ in range(draws):
+        w = np.zeros((n, n))
+        for idx in rng.choice(len(off), size=k, replace=False):
+            w[off[idx]] = rng.uniform(-1, 1) * magnitude
+        hits += np.abs(w).sum(1).min() < 1
+    rate, bound = hits / draws, theorem1_pass_bound(n, density, magnitude)
+    assert rate > 0 and bound < 1  # both sides informative
+    assert rate <= bound + 4 * math.sqrt(bound * (1 - bound) / draws), (rate, bound)
+
+
+def test_help_is_generated_from_the_registries(capsys):
+    from combonet.models import MODELS
+    from combonet.models.registry import default_map
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    default = TrainConfig()
+    assert f"{TASKS[default.task].description} ({default.task})" in top
+    assert "MNIST-1D" not in top
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in [*TASKS, *MODELS]:
+        assert name in text
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    dt = next(a for a in train_parser._actions if "--dt" in a.option_strings)
+    assert f"the default map is {default_map()}" in dt.help and "Euler" not in dt.help
+    density = next(a for a in train_parser._actions if "--density" in a.option_strings)
+    assert "only for models sparse-combo, unconstrained-combo" in density.help
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--batch-size", "-3"], "--batch-size must be an integer >= 1, got -3"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--threads", "-2"], "--threads must be an integer in [1, 1024], got -2"),
+])
+def test_bad_evaluate_arguments(capsys, tmp_path, argv, match):
+    assert match in one_line_error(capsys, ["evaluate", str(tmp_path), *argv])
+
+
+def test_resume_and_init_from_exclude_each_other(capsys, tmp_path):
+    line = one_line_error(capsys, ["train", "--resume", "--out-dir", str(tmp_path),
+                                   "--init-from", str(tmp_path)])
+    assert "--resume" in line and "--init-from" in line

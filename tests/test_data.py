@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from data_files import (
     write_cifar_batch,
     write_fake_cifar,
     write_fake_mnist,
+    write_gzip_bomb,
     write_idx_images,
     write_idx_labels,
 )
@@ -595,7 +598,7 @@ def test_mnist1d_samples_validated(tmp_path: Path, mnist_dir) -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(ValueError, match=r'Unknown task "x"\. Must be one of \[.*smnist.*\]'):
+    with pytest.raises(ValueError, match=r"Invalid task: must be one of \[.*smnist.*\], got 'x'"):
         load_task("x")
 
 
@@ -651,3 +654,96 @@ def test_make_loader_deterministic(mnist_dir) -> None:
         make_loader(s.train, 8, shuffle=True, seed=0, sampler=sampler)
     with pytest.raises(ValueError, match="batch_size"):
         make_loader(s.train, 0)
+
+
+# -- issue 11, item 3: sizes checked before reading; streams capped at the claimed size ----------
+def test_gzip_bomb_is_refused_after_the_claimed_size(tmp_path: Path) -> None:
+    """The issue's bomb: 7.6 MB of .gz with a 60,000-label header that inflates to 7.84 GB
+    (it ended in MemoryError after 28 s). Reading stops one byte after the claimed size, so
+    peak memory stays tiny."""
+    import struct
+    import tracemalloc
+
+    path = write_gzip_bomb(tmp_path / "train-labels-idx1-ubyte.gz",
+                           struct.pack(">II", 2049, 60_000), 7_840_000_000)
+    assert path.stat().st_size < 8_000_000  # 7.6 MB that inflates to 7.84 GB
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"size mismatch: expected 60008 bytes \(header says "
+                                            r"60000 labels\) but it decompresses to more"):
+            read_idx_labels(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_gzip_header_claiming_more_than_the_file_can_hold(tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 10_000_000, 28, 28)))
+    with pytest.raises(DataError, match=r"claims 7840000016 bytes \(header says 10000000 "
+                                        r"images of 28x28\), more than a \d+-byte gzip file can"):
+        read_idx_images(path)
+
+
+def test_claimed_size_above_free_memory(tmp_path: Path, monkeypatch) -> None:
+    from combonet.data import base
+
+    monkeypatch.setattr(base, "available_memory", lambda: 1000)
+    path = write_idx_labels(tmp_path / "l.gz", np.zeros(5000, dtype=np.uint8))
+    with pytest.raises(DataError, match="more than the 1000 bytes of memory available"):
+        read_idx_labels(path)
+
+
+def test_sparse_huge_label_file_is_refused_before_reading(tmp_path: Path) -> None:
+    """A 20 GB (sparse) file with a valid 60,000-label header used to be read whole."""
+    import struct
+
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(struct.pack(">II", 2049, 60_000))
+    os.truncate(path, 20 << 30)
+    with pytest.raises(DataError, match=r"size mismatch: expected 60008 bytes \(header says "
+                                        r"60000 labels\) got 21474836480 \(trailing data\)"):
+        read_idx_labels(path)
+
+
+def test_sparse_huge_cifar_batch_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "data_batch_1.bin"
+    path.touch()
+    os.truncate(path, 3073 * 7_000_000)  # 21.5 GB, a whole number of records
+    with pytest.raises(DataError, match=r"holds 7000000 records, more than the 10000 of a "
+                                        "CIFAR-10 batch"):
+        read_cifar_batch(path)
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "broken-link", "directory"])
+def test_data_files_that_are_not_regular_files(mnist_dir, kind) -> None:
+    folder, _ = mnist_dir
+    name = MNIST_NAMES["train_labels"]
+    for p in folder.glob(name + "*"):
+        p.unlink()
+    target = folder / name
+    if kind == "dev-zero":
+        target.symlink_to("/dev/zero")
+        match = r"not a regular file: it is a character device \(a symbolic link to /dev/zero\)"
+    elif kind == "fifo":
+        os.mkfifo(target)  # reading would block forever
+        match = "not a regular file: it is a FIFO"
+    elif kind == "broken-link":
+        target.symlink_to(folder / "nowhere")
+        match = "broken symbolic link"
+    else:
+        target.mkdir()
+        match = "not a regular file: it is a directory"
+    with pytest.raises(DataError, match=match):
+        load_task("smnist", folder)
+
+
+def test_cifar_batch_linked_to_dev_zero(cifar_dir) -> None:
+    folder, _ = cifar_dir
+    (folder / "test_batch.bin").unlink()
+    (folder / "test_batch.bin").symlink_to("/dev/zero")
+    with pytest.raises(DataError, match=r"test_batch\.bin: not a regular file: it is a character"):
+        _quiet(load_task, "scifar10", folder)

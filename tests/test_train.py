@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from combonet.cli import main
+import combonet
+from combonet.cli import build_parser, main, resolve_train_config
 from combonet.data import make_permutation
+from combonet.train import RunDir, loop, train
 from combonet.train import checkpoint as ckpt
-from combonet.train import loop
 from combonet.train.config import TrainConfig
 
+UMASK = ckpt.current_umask()
 #: A few seconds per run: 2x8 Sparse Combo Net, permuted sklearn digits, 240 train examples.
 TINY = ["--task", "pdigits", "--limit-train", "240", "--limit-test", "100",
         "--val-fraction", "0.25", "--modules", "2", "--units", "8", "--density", "0.2",
@@ -51,8 +59,10 @@ def trained(tmp_path_factory):
 
 def test_run_writes_every_file(trained):
     for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "summary.json",
-                 "certificate.json", "learning_curve.png"):
+                 "certificate.json", "learning_curve.png", "manifest.json"):
         assert (trained / name).is_file(), name
+        # what a plain open() gives under the umask (was 0600 from mkstemp)
+        assert stat.S_IMODE((trained / name).stat().st_mode) == 0o666 & ~UMASK, name
     assert not [p.name for p in trained.iterdir() if p.name.endswith(".tmp")]
     png = (trained / "learning_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,7 +181,7 @@ def test_resume_equals_uninterrupted_run(trained, tmp_path, capsys):
 def test_resume_refuses_a_different_configuration(trained, tmp_path, capsys):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    for name in ("config.json", "checkpoint.pt"):
+    for name in ("config.json", "checkpoint.pt", "manifest.json"):
         (run_dir / name).write_bytes((trained / name).read_bytes())
     code, _, err = run(capsys, "train", "--resume", "--out-dir", str(run_dir), "--lr", "0.5",
                        "--units", "4", "--epochs", "4")
@@ -195,20 +205,26 @@ def test_resume_without_checkpoint(tmp_path, capsys):
     assert code == 2 and "cannot resume" in err
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+def tiny_config(*extra: str) -> TrainConfig:
+    return resolve_train_config(build_parser().parse_args(["train", *TINY, *extra]))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    """The loss is an argument of train() (no module global to patch); train() prints
+    nothing, the CLI's reporter prints the one-line error."""
     calls = {"n": 0}
-    real = loop.loss_function
 
     def poisoned(logits, target):
         calls["n"] += 1
-        loss = real(logits, target)
+        loss = loop.cross_entropy(logits, target)
         return loss * float("nan") if calls["n"] > 6 else loss  # 6 steps = one epoch
 
-    monkeypatch.setattr(loop, "loss_function", poisoned)
     run_dir = tmp_path / "nan"
-    code, _, err = run(capsys, "train", *TINY, "--epochs", "3", "--out-dir", str(run_dir))
-    assert code == 1
-    assert "nan" in err.lower() and "last good checkpoint (epoch 1)" in err
+    result = train(tiny_config("--epochs", "3", "--out-dir", str(run_dir)), loss_fn=poisoned)
+    assert capsys.readouterr() == ("", "")  # train() itself prints nothing
+    assert result.status == "diverged" and result.exit_code == 1
+    assert "nan" in result.message.lower()
+    assert "last good checkpoint (epoch 1)" in result.message
     data = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert data["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in data["model"].values() if v.is_floating_point())
@@ -216,6 +232,247 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeyp
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["final"]["epoch"] == 1
     assert not (run_dir / "certificate.json").exists()
+
+
+def test_divergence_in_epoch_one_keeps_the_initial_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "boom"
+    code = main(["train", *TINY, "--lr", "1e30", "--grad-clip", "none", "--epochs", "2",
+                 "--out-dir", str(run_dir)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and err.startswith("combonet train: error: ")
+    assert "last good checkpoint (epoch 0 = the initial weights)" in err
+    assert RunDir(run_dir).load_checkpoint()["epoch"] == 0
+
+
+def test_custom_metric_and_loss_are_used(tmp_path):
+    """A per-step (masked) loss later plugs in the same way: loss_fn(outputs, targets) and
+    metric_fn(outputs, targets) -> (correct, count)."""
+    seen = {"loss": 0, "metric": 0}
+
+    def loss_fn(out, y):
+        seen["loss"] += 1
+        return torch.nn.functional.cross_entropy(out, y)
+
+    def metric_fn(out, y):
+        seen["metric"] += 1
+        return 0.0, float(y.numel())  # a metric that never counts a hit
+
+    result = train(tiny_config("--epochs", "1", "--out-dir", str(tmp_path / "m")),
+                   loss_fn=loss_fn, metric_fn=metric_fn)
+    assert result.status == "finished" and seen["loss"] > 6 and seen["metric"] > 6
+    assert result.summary["final"]["train_acc"] == 0.0
+    assert result.summary["final"]["val_acc"] == 0.0 == result.summary["final"]["test_acc"]
+
+
+def test_resume_with_other_epochs_is_refused_under_cosine(tmp_path, capsys):
+    """Issue 11, item 2: a 2-epoch cosine run resumed with --epochs 4 trained epoch 3 at
+    lr 0. Now refused, with the command that trains longer instead (--init-from)."""
+    run_dir = tmp_path / "cos"
+    assert main(["train", *TINY, "--epochs", "2", "--out-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    for epochs in ("4", "1"):
+        code = main(["train", "--resume", "--out-dir", str(run_dir), "--epochs", epochs])
+        _, err = capsys.readouterr()
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert f"epochs=2 (checkpoint) vs {epochs} (now)" in err
+        assert f"combonet train --init-from {run_dir} --epochs N" in err
+    assert (run_dir / "checkpoint.pt").read_bytes() == before  # nothing changed
+
+    longer = tmp_path / "longer"
+    assert main(["train", "--init-from", str(run_dir), "--epochs", "2", "--out-dir",
+                 str(longer)]) == 0
+    record = json.loads((longer / "config.json").read_text())
+    assert record["config"]["init_from"] == str(run_dir)
+    src = json.loads((run_dir / "manifest.json").read_text())["files"]["checkpoint.pt"]
+    assert record["init_from"]["sha256"] == src["sha256"]
+    assert record["init_from"]["epoch"] == 2 and record["init_from"]["weights"] == "final"
+    assert record["config"]["units"] == 8  # the source's settings, not the defaults
+    assert [r["epoch"] for r in history(longer)] == [1, 2]
+    assert history(longer)[0]["lr"] == pytest.approx(0.05)  # a fresh schedule
+
+
+def test_init_from_starts_from_the_final_weights(trained, tmp_path):
+    cfg = TrainConfig.from_dict(dict(RunDir(trained).config().to_dict(), out_dir=str(
+        tmp_path / "n"), init_from=str(trained), epochs=1))
+    trainer = loop.Trainer(cfg)
+    try:
+        final = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+        for key, value in trainer.model.state_dict().items():
+            assert torch.equal(value, final[key]), key
+    finally:
+        trainer.close()
+
+
+def test_init_from_refuses_other_models_and_unfinished_runs(trained, tmp_path, capsys):
+    code = main(["train", "--init-from", str(trained), "--units", "4", "--out-dir",
+                 str(tmp_path / "x")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "units=8 (source) vs 4 (now)" in err
+    assert not (tmp_path / "x").exists()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for name in ("config.json", "checkpoint.pt", "manifest.json"):
+        (unfinished / name).write_bytes((trained / name).read_bytes())
+    code = main(["train", "--init-from", str(unfinished), "--out-dir", str(tmp_path / "y")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "not finished" in err and "--resume" in err
+
+
+def test_resume_with_fewer_epochs_than_completed_is_refused(trained, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    for p in trained.iterdir():
+        (run_dir / p.name).write_bytes(p.read_bytes())
+    code = main(["train", "--resume", "--out-dir", str(run_dir), "--epochs", "2"])
+    _, err = capsys.readouterr()
+    assert code == 2  # the step schedule does not depend on epochs, but 3 are done already
+    assert "cannot resume with epochs=2" in err and "already completed 3 epochs" in err
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_completed"] == 3
+
+
+def test_full_disk_is_one_line_and_loses_nothing(trained, tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing the epoch-2 checkpoint: one line (exit 1), the epoch-1 checkpoint
+    still verifies, and --resume after 'freeing space' ends bit-identical to a clean run."""
+    import errno
+
+    real = ckpt._write_file
+    state = {"checkpoints": 0}
+
+    def full(path, fh, data):
+        if path == run_dir / "checkpoint.pt":
+            state["checkpoints"] += 1
+            if state["checkpoints"] == 3:  # epoch 0, epoch 1, then epoch 2 fails
+                fh.write(data[:100])
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, fh, data)
+
+    run_dir = tmp_path / "full"
+    cfg_file = trained.parent / "tiny.yaml"
+    monkeypatch.setattr(ckpt, "_write_file", full)
+    code = main(["train", *TINY, "--config", str(cfg_file), "--epochs", "3", "--out-dir",
+                 str(run_dir)])
+    _, err = capsys.readouterr()
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "No space left on device (ENOSPC)" in err
+    assert f"continue with: combonet train --resume --out-dir {run_dir}" in err
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
+    assert RunDir(run_dir).load_checkpoint()["epoch"] == 1  # verified (manifest: previous)
+    monkeypatch.setattr(ckpt, "_write_file", real)
+    assert main(["train", "--resume", "--out-dir", str(run_dir)]) == 0
+    full_w = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, got[k]) for k, v in full_w.items())
+
+
+def test_interrupt_in_epoch_one_prints_a_command_that_works(trained, tmp_path, capsys,
+                                                            monkeypatch):
+    """Ctrl-C in the first epoch: the hint names the real directory (not RUN_DIR) and the
+    command it prints resumes the run (from the epoch-0 checkpoint) to the same weights."""
+    real = loop.Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", interrupted)
+    run_dir = tmp_path / "run with space"
+    code = main(["train", *TINY, "--config", str(trained.parent / "tiny.yaml"), "--epochs",
+                 "3", "--out-dir", str(run_dir)])
+    _, err = capsys.readouterr()
+    assert code == 130
+    (line,) = err.strip().splitlines()
+    assert "RUN_DIR" not in line
+    command = line.split("continue with: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["combonet", "train"] and argv[-1] == str(run_dir)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", real)
+    assert main(argv[1:]) == 0
+    full_w = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, got[k]) for k, v in full_w.items())
+    assert strip_time(history(run_dir)) == strip_time(history(trained))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(Path(combonet.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_kill_9_then_resume_is_bit_identical(trained, tmp_path, capsys):
+    """kill -9 after the first checkpoint: the lock dies with the process, a crash's temp
+    file is cleaned up on --resume, and the resumed run equals the uninterrupted one."""
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "combonet", "train", *TINY, "--config",
+           str(trained.parent / "tiny.yaml"), "--epochs", "3", "--out-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                man = json.loads((run_dir / "manifest.json").read_text())
+                if man["files"]["checkpoint.pt"]["epoch"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert proc.returncode == -9, "the run finished before it could be killed"
+    orphan = run_dir / ".checkpoint.pt.k1ll3d.tmp"  # what a kill during a write leaves
+    orphan.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", "--out-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert not orphan.exists()
+    full_w = torch.load(trained / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, got[k]) for k, v in full_w.items())
+    assert strip_time(history(run_dir)) == strip_time(history(trained))
+
+
+def test_a_directory_in_use_is_refused(tmp_path, capsys):
+    """Issue 11, item 1: two runs with one --out-dir. The second is refused while the first
+    holds the lock (here a process holding it), and nothing in the directory changes."""
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    lock = run_dir / ".combonet.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); "
+         "lock.acquire(); print('locked', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for argv in (["train", *TINY, "--out-dir", str(run_dir)],
+                     ["train", "--resume", "--out-dir", str(run_dir)]):
+            code = main(argv)
+            _, err = capsys.readouterr()
+            assert code == 2 and "is in use by another combonet process" in err, err
+        assert sorted(os.listdir(run_dir)) == [".combonet.lock"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert main(["train", *TINY, "--epochs", "1", "--out-dir", str(run_dir)]) == 0  # free now
+
+
+def test_default_run_directories_are_unique(tmp_path, monkeypatch, capsys):
+    """Two runs started in the same second with no --out-dir used to share a directory."""
+    from combonet.train import rundir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")
+    a = RunDir.unique("runs", "pdigits-sparse-combo")
+    b = RunDir.unique("runs", "pdigits-sparse-combo")
+    assert a.path != b.path and a.path.is_dir() and b.path.is_dir()
+    assert a.path.name.startswith("pdigits-sparse-combo-20260101-000000-")
+    assert main(["train", *TINY, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    made = sorted(set(os.listdir("runs")) - {a.path.name, b.path.name})
+    assert len(made) == 1 and f"run directory: runs/{made[0]}" in out
 
 
 def test_lr_schedules():

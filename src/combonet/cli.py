@@ -1,7 +1,9 @@
 """The ``combonet`` command line: ``train``, ``evaluate``, ``certify``, ``bench``, ``experiment``.
 
-Errors in what the user asked for (bad flags, impossible hyperparameters, missing data) print
-one line and exit with status 2; set ``COMBONET_DEBUG=1`` to see the traceback instead.
+Errors in what the user asked for (bad flags, impossible hyperparameters, missing or corrupt
+files) print one line and exit with status 2; failures of the machine (a full disk) print one
+line and exit with status 1; Ctrl-C prints the command that continues the run (status 130).
+Set ``COMBONET_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from .train.config import DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ._validate import integer, threads
+from .train.config import TrainConfig
 
 EXIT_USAGE = 2
+#: Environment failures (a full disk, ...): one line too, but not the user's input.
+EXIT_FAILURE = 1
 
 
 class UsageError(ValueError):
@@ -30,44 +34,93 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# -- train flags -----------------------------------------------------------------------------
+# -- train flags: help generated from the registries, so it cannot go stale -------------------
 _HELP: dict[str, str] = {
-    "task": "task name (digits, pdigits, mnist1d, mnist1d-shuffled, smnist, psmnist, scifar10)",
     "data_dir": "folder with the MNIST IDX or CIFAR-10 binary files",
     "val_fraction": "fraction of the training pool held out for validation (model selection)",
     "limit_train": "use only this many training examples (seeded subset)",
     "limit_test": "use only this many test examples (seeded subset)",
     "permutation_seed": "seed of the fixed pixel permutation of permuted tasks",
-    "model": "sparse-combo, svd-combo, unconstrained-combo, lstm, gru, rnn, lipschitz, "
-             "antisymmetric",
     "modules": "p: number of modules (subnetworks) of a combo net",
     "units": "n: units per module",
     "density": "fraction of non-zero weights in each sparse module (paper: 0.033)",
     "magnitude": "non-zero sparse weights are U(-1, 1) * magnitude",
     "coupling_density": "fraction of module pairs coupled (default: all)",
     "init_scale": "initial scale of the coupling B (entries N(0, init_scale^2 / N))",
-    "dt": "Euler step dt (tau = 1, so dt must lie in (0, 1])",
-    "method": "discrete map: cayley (coupling by a Cayley step) or euler",
     "hidden": "hidden units of the baselines",
-    "optimizer": f"one of {list(OPTIMIZERS)}",
     "lr": "learning rate",
-    "momentum": "momentum of sgd / rmsprop",
-    "schedule": f"learning-rate schedule, one of {list(SCHEDULES)}",
+    "momentum": "momentum, in [0, 1)",
     "lr_step_size": "epochs between decays of the step schedule",
     "lr_gamma": "decay factor of the step schedule",
     "weight_decay": "L2 weight decay",
     "grad_clip": "clip the gradient norm to this value ('none' to disable)",
     "batch_size": "global batch size (split evenly across torchrun processes)",
     "epochs": "number of epochs",
-    "seed": "seed of the weights, the validation split and the shuffling",
-    "device": f"one of {list(DEVICES)}",
-    "out_dir": "run directory (default: runs/TASK-MODEL-TIMESTAMP)",
-    "threads": "torch CPU threads (default: torch's choice)",
+    "seed": "seed of the weights, the validation split and the shuffling, in [0, 2^32 - 1]",
+    "out_dir": "run directory, new or empty (default: runs/TASK-MODEL-TIMESTAMP-RANDOM)",
+    "threads": "torch CPU threads, 1 to 1024 (default: torch's choice)",
     "log_interval": "steps between progress updates (0: none)",
     "certify_every": "certify combo nets every k epochs (0: only at the end)",
     "quiet": "no progress bar and no per-epoch lines",
+    "init_from": "start a new run from the final weights of the finished run RUN_DIR (same "
+                 "model and data; fresh optimiser and schedule), e.g. to train longer",
 }
 _SHORT = {"modules": "-p", "units": "-n"}
+
+
+def _registry_help() -> dict[str, str]:
+    from .data import TASKS
+    from .models.registry import MODELS, default_map, discrete_maps
+    from .train.config import DEVICES, OPTIMIZERS, SCHEDULES
+
+    return {
+        "task": f"task, one of: {', '.join(TASKS)} (listed below)",
+        "model": f"model, one of: {', '.join(MODELS)} (listed below)",
+        "method": f"discrete map, one of: {', '.join(discrete_maps())}",
+        "dt": f"step dt of the discrete map (the default map is {default_map()}); tau = 1, so "
+              "dt must lie in (0, 1]",
+        "optimizer": f"one of: {', '.join(OPTIMIZERS)}",
+        "schedule": "learning-rate schedule, one of: "
+                    + "; ".join(f"{k} ({o.description})" for k, o in SCHEDULES.items()),
+        "device": f"one of: {', '.join(DEVICES)}",
+    }
+
+
+def _applies_to(name: str) -> str:
+    """' (only for ...)' for a setting that applies to some models/optimizers/schedules."""
+    from .models.registry import MODELS
+    from .train.config import OPTIMIZERS, SCHEDULES
+
+    for kind, registry in (("models", MODELS), ("optimizers", OPTIMIZERS),
+                           ("schedules", SCHEDULES)):
+        users = [k for k, spec in registry.items() if name in spec.flags]
+        if users and len(users) < len(registry):
+            return f" (only for {kind} {', '.join(users)})"
+    return ""
+
+
+def train_epilog() -> str:
+    """The tasks and models, with what each is (from the registries)."""
+    from .data import TASKS
+    from .models.registry import MODELS
+
+    width = 2 + max(map(len, [*TASKS, *MODELS]))
+    lines = ["tasks:"]
+    lines += [f"  {name:{width}s}{t.description}" + (" (needs --data-dir)" if t.needs_data_dir
+                                                  else "") for name, t in TASKS.items()]
+    lines.append("models:")
+    lines += [f"  {name:{width}s}{spec.description}" for name, spec in MODELS.items()]
+    return "\n".join(lines)
+
+
+def demo_text() -> str:
+    """What ``combonet train`` with no flags trains (from the defaults and registries)."""
+    from .data import TASKS
+    from .models.registry import MODELS
+
+    d = TrainConfig()
+    return (f"a {d.modules}x{d.units} {MODELS[d.model].description.split(' (')[0]} on "
+            f"{TASKS[d.task].description} ({d.task}), {d.epochs} epochs")
 
 
 def _typed(kind: type, optional: bool) -> Any:
@@ -91,94 +144,105 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
+    helps = {**_HELP, **_registry_help()}
     parser.add_argument("--config", metavar="FILE",
                         help="YAML (.yaml/.yml) or TOML (.toml) file of settings; flags win")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out-dir from its last checkpoint")
+                        help="continue the run in --out-dir from its last checkpoint (same "
+                        "settings; epochs too under the cosine schedule)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag] + ([_SHORT[f.name]] if f.name in _SHORT else [])
         default = getattr(defaults, f.name)
-        help_text = f"{_HELP.get(f.name, '')} (default: {default})"
+        text = helps.get(f.name, "") + _applies_to(f.name)
         if hints[f.name] is bool:
             parser.add_argument(*names, dest=f.name, action="store_true",
-                                default=argparse.SUPPRESS, help=_HELP.get(f.name))
+                                default=argparse.SUPPRESS, help=text)
             continue
         args = typing.get_args(hints[f.name])
         optional = type(None) in args
         kind = next(a for a in args if a is not type(None)) if args else hints[f.name]
+        metavar = "RUN_DIR" if f.name == "init_from" else f.name.upper()
         parser.add_argument(*names, dest=f.name, type=_typed(kind, optional),
-                            default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+                            default=argparse.SUPPRESS, metavar=metavar,
+                            help=text if "(default:" in text else f"{text} (default: {default})")
 
 
 def resolve_train_config(ns: argparse.Namespace) -> TrainConfig:
-    """Defaults < the run's ``config.json`` (``--resume``) < ``--config FILE`` < flags."""
+    """Defaults < the run's ``config.json`` (``--resume``) or the source run's
+    (``--init-from``) < ``--config FILE`` < flags. A setting the user gave (flag or file) that
+    does not apply to the chosen model, optimizer or schedule is refused."""
     from .train.config import read_config_file
+    from .train.rundir import CONFIG, RunDir
 
     names = set(TrainConfig.field_names())
     given = {k: v for k, v in vars(ns).items() if k in names}
     file_data = read_config_file(ns.config) if ns.config else {}
+    file_keys = {str(k).replace("-", "_"): str(k) for k in file_data}
+
+    def setting(name: str) -> Any:
+        if name in given:
+            return given[name]
+        return next((v for k, v in file_data.items() if str(k).replace("-", "_") == name),
+                    None)
+
+    out_dir, init_from = setting("out_dir"), setting("init_from")
     base = None
+    if ns.resume and init_from is not None:
+        raise UsageError("--resume continues a run in place and --init-from starts a new one "
+                         "from a finished run's weights: give one of them")
     if ns.resume:
-        out_dir = given.get("out_dir", file_data.get("out_dir", file_data.get("out-dir")))
         if out_dir is None:
             raise UsageError("--resume needs --out-dir RUN_DIR (the run to continue)")
-        saved = Path(out_dir) / "config.json"
-        if saved.is_file():
-            base = TrainConfig.from_dict(json.loads(saved.read_text())["config"],
-                                         source=str(saved))
+        run = RunDir(out_dir)
+        if run.file(CONFIG).exists():
+            base = run.config()
+    elif init_from is not None:
+        base = RunDir(init_from).config()
+        base.out_dir = None
     cfg = TrainConfig.from_dict(file_data, base=base, source=str(ns.config))
     cfg = TrainConfig.from_dict(given, base=cfg, source="the command line")
-    return cfg.validate()
+    bad = cfg.not_applicable()  # before validate(): "does not apply" beats "out of range"
+    for name in given:
+        if name in bad:
+            raise UsageError(f"--{name.replace('_', '-')} {bad[name]}; remove it")
+    for name, key in file_keys.items():
+        if name in bad:
+            raise UsageError(f"{key} (in {ns.config}) {bad[name]}; remove it")
+    cfg.validate()
+    return cfg
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from .train import train
+    from .train import ConsoleReporter, CurvePlotter, Reporters, train
 
     cfg = resolve_train_config(ns)
-    return train(cfg, resume=ns.resume).exit_code
+    reporter = Reporters([ConsoleReporter(quiet=cfg.quiet, log_interval=cfg.log_interval,
+                                          prog="combonet train"), CurvePlotter()])
+    return train(cfg, resume=ns.resume, reporter=reporter).exit_code
 
 
 # -- evaluate / certify ------------------------------------------------------------------------
-def _load_run(run_dir: str, weights: str, data_dir: str | None = None
-              ) -> tuple[TrainConfig, dict[str, Any], Any, dict[str, Any]]:
-    """Config, config.json record, rebuilt model and weights file contents of a run."""
-    import torch
-
-    from .models.registry import build_model
-    from .train import checkpoint as ckpt
-    from .train.loop import CONFIG, load_weights
-
-    folder = Path(run_dir)
-    if not (folder / CONFIG).is_file():
-        raise UsageError(f"{folder} is not a run directory (no {CONFIG})")
-    record = json.loads((folder / CONFIG).read_text())
-    cfg = TrainConfig.from_dict(record["config"], source=str(folder / CONFIG))
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-    meta = record["data"]
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, int(meta["features"]), int(meta["num_classes"]))
-    path = folder / (ckpt.BEST if weights == "best" else ckpt.CHECKPOINT)
-    data = load_weights(model, path)
-    if data.get("fingerprint") != cfg.fingerprint():
-        raise UsageError(f"{path} does not belong to the configuration in {folder / CONFIG}")
-    return cfg, record, model, data
-
-
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     import torch
 
     from .train.loop import evaluate, load_data
+    from .train.rundir import RunDir
 
-    cfg, record, model, data = _load_run(ns.run_dir, ns.weights, ns.data_dir)
-    if ns.threads:
+    try:
+        integer("--batch-size", ns.batch_size, 1)
+        if ns.threads is not None:
+            threads("--threads", ns.threads)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    run = RunDir(ns.run_dir).load_model(ns.weights, data_dir=ns.data_dir)
+    if ns.threads is not None:
         torch.set_num_threads(ns.threads)
-    splits = load_data(cfg, permutation=record["data"].get("permutation"))
+    splits = load_data(run.config, permutation=run.record["data"].get("permutation"))
     ds = getattr(splits, ns.split)
-    loss, acc = evaluate(model, ds, ns.batch_size, torch.device("cpu"))
+    loss, acc = evaluate(run.model, ds, ns.batch_size, torch.device("cpu"))
     out = {"run_dir": str(ns.run_dir), "split": ns.split, "weights": ns.weights,
-           "epoch": int(data["epoch"]), "examples": len(ds), "loss": loss, "accuracy": acc}
+           "epoch": run.epoch, "examples": len(ds), "loss": loss, "accuracy": acc}
     if ns.json:
         print(json.dumps(out))
     else:
@@ -188,18 +252,22 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
 
 
 def cmd_certify(ns: argparse.Namespace) -> int:
+    from .models.registry import model_spec
     from .train.loop import certificate_of
+    from .train.rundir import RunDir
 
-    cfg, _, model, data = _load_run(ns.run_dir, ns.weights)
-    cert = certificate_of(model)
-    if cert is None:
+    folder = RunDir(ns.run_dir)
+    cfg = folder.config()
+    if not model_spec(cfg.model).certifiable:
         print(f"model '{cfg.model}' is a baseline without a contraction certificate: "
               "NOT CERTIFIED")
         return 1
+    run = folder.load_model(ns.weights)
+    cert = certificate_of(run.model)
     if ns.json:
         print(cert.to_json(indent=2))
     else:
-        print(f"certificate of the {ns.weights} weights (epoch {int(data['epoch'])}) of "
+        print(f"certificate of the {ns.weights} weights (epoch {run.epoch}) of "
               f"{ns.run_dir} ({cfg.model}, {cfg.modules}x{cfg.units}):")
         print(cert.summary())
     return 0 if cert.certified else 1
@@ -233,8 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"combonet {__version__}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    tr = subs.add_parser("train", help="train a model (no flags: a small certified Sparse "
-                         "Combo Net on MNIST-1D)", description="Train a combo net or a baseline.")
+    tr = subs.add_parser("train", help=f"train a model (no flags: the demo, {demo_text()})",
+                         description="Train a combo net or a baseline.\nA setting that does "
+                         "not apply to the chosen model, optimizer or schedule is refused.",
+                         epilog=train_epilog(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -245,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", choices=("best", "final"), default="best",
                     help="best-validation weights (default) or the final epoch's")
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
-    ev.add_argument("--batch-size", type=_typed(int, False), default=500)
-    ev.add_argument("--threads", type=_typed(int, False), default=None)
+    ev.add_argument("--batch-size", type=_typed(int, False), default=500,
+                    help="examples per batch, >= 1 (default: 500)")
+    ev.add_argument("--threads", type=_typed(int, False), default=None,
+                    help="torch CPU threads, 1 to 1024")
     ev.add_argument("--json", action="store_true", help="print one JSON line")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -271,19 +344,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     debug = os.environ.get("COMBONET_DEBUG") not in (None, "", "0")
+    from .train.loop import TrainingInterrupted
+
     try:
         return int(ns.func(ns) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; continue with: combonet train --resume --out-dir RUN_DIR",
-              file=sys.stderr)
+    except TrainingInterrupted as stop:
+        print(stop.hint(), file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as err:
         if debug:
             raise
-        text = " ".join(str(err).split()) or type(err).__name__
-        print(f"combonet {ns.command}: error: {text}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(ns.command, err, EXIT_USAGE)
+    except OSError as err:  # a full disk, an I/O error: not the user's input, still one line
+        if debug:
+            raise
+        return _error(ns.command, err, EXIT_FAILURE)
 
 
-__all__ = ["Parser", "UsageError", "add_train_arguments", "build_parser", "main",
-           "resolve_train_config"]
+def _error(command: str, err: BaseException, code: int) -> int:
+    text = " ".join(str(err).split()) or type(err).__name__
+    print(f"combonet {command}: error: {text}", file=sys.stderr)
+    return code
+
+
+__all__ = ["Parser", "UsageError", "add_train_arguments", "build_parser", "demo_text", "main",
+           "resolve_train_config", "train_epilog"]

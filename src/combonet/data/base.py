@@ -14,7 +14,8 @@ The test split is never used to compute anything.
 
 from __future__ import annotations
 
-import math
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,20 +25,76 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from .._validate import file_kind, in_interval, integer
+
 __all__ = [
     "DataError",
     "DataSplits",
     "LoadOptions",
     "SequenceDataset",
+    "available_memory",
     "build_splits",
+    "check_claim",
     "check_permutation",
     "make_loader",
     "make_permutation",
+    "regular_file",
 ]
+
+#: deflate expands at most ~1032:1, so a gzip file of ``m`` bytes holds at most this times ``m``.
+MAX_DEFLATE_RATIO = 1032
 
 
 class DataError(ValueError):
     """A dataset is missing, refused or malformed (the message says which file and why)."""
+
+
+def regular_file(path: os.PathLike | str) -> os.stat_result:
+    """``os.stat`` of ``path`` if it is a regular file (links followed), else one clear error:
+    a FIFO, a device such as ``/dev/zero``, a directory or a broken link is named as such."""
+    link = os.path.islink(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if link:
+            raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)})") from None
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        via = f" (a symbolic link to {os.path.realpath(path)})" if link else ""
+        raise DataError(f"{path}: not a regular file: it is {file_kind(info.st_mode)}{via}; "
+                        "point --data-dir at a folder holding the real data files")
+    return info
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def check_claim(path: os.PathLike | str, claimed: int, compressed: int | None,
+                what: str) -> None:
+    """Refuse a header's claimed size before reading: more than a gzip file of ``compressed``
+    bytes can hold, or more than the memory available."""
+    if compressed is not None and claimed > MAX_DEFLATE_RATIO * compressed + 1024:
+        raise DataError(f"{path}: the header claims {claimed} bytes ({what}), more than a "
+                        f"{compressed}-byte gzip file can hold (deflate expands at most "
+                        f"{MAX_DEFLATE_RATIO}x); the header is corrupt")
+    free = available_memory()
+    if free is not None and claimed > free:
+        raise DataError(f"{path}: the header claims {claimed} bytes ({what}), more than the "
+                        f"{free} bytes of memory available")
 
 
 @dataclass(eq=False)
@@ -115,16 +172,18 @@ class DataSplits:
         return self.train.num_classes
 
 
+def _plain(value: Any) -> Any:
+    """numpy integers as Python ints (the checks in :mod:`combonet._validate` want ``int``)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def _check_positive_int(value: Any, what: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+    if value is not None:
+        integer(what, _plain(value), 1)
 
 
 def _check_int(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an int, got {value!r}")
+    integer(what, _plain(value))
 
 
 @dataclass(frozen=True)
@@ -138,13 +197,9 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         vf = self.val_fraction
-        if (
-            isinstance(vf, bool)
-            or not isinstance(vf, (int, float, np.floating))
-            or not math.isfinite(vf)
-            or not 0.0 <= vf < 1.0
-        ):
+        if isinstance(vf, bool) or not isinstance(vf, (int, float, np.floating)):
             raise ValueError(f"val_fraction must be a number in [0, 1), got {vf!r}")
+        in_interval("val_fraction", vf, 0, 1, lo_open=False, hi_open=True)
         _check_int(self.seed, "seed")
         _check_positive_int(self.limit_train, "limit_train")
         _check_positive_int(self.limit_test, "limit_test")
@@ -309,9 +364,7 @@ def make_loader(
     sampler: Sampler | None = None,
 ) -> DataLoader:
     """A single-process DataLoader over ``(inputs, labels)``, deterministic given ``seed``."""
-    _check_positive_int(batch_size, "batch_size")
-    if batch_size is None:
-        raise ValueError("batch_size must be a positive int")
+    integer("batch_size", _plain(batch_size), 1)
     _check_int(seed, "seed")
     if sampler is not None and shuffle:
         raise ValueError("pass either shuffle=True or a sampler, not both")

@@ -8,12 +8,13 @@ downloaded file can execute arbitrary code.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DataSplits, LoadOptions, build_splits
+from .base import DataError, DataSplits, LoadOptions, build_splits, regular_file
 
 __all__ = [
     "CIFAR_TEST_FILE",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 RECORD_BYTES = 1 + 3 * 32 * 32
+#: Records of one CIFAR-10 binary batch file.
+MAX_RECORDS = 10_000
 PIXELS = 32 * 32
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
@@ -39,20 +42,31 @@ _WHERE = (
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one binary batch as ``(images (num, 1024, 3) uint8, labels (num,) uint8)``."""
+    """Read one binary batch as ``(images (num, 1024, 3) uint8, labels (num,) uint8)``.
+
+    The file's size is checked before it is read: a whole number of records, at most
+    :data:`MAX_RECORDS` (a CIFAR-10 batch holds 10,000)."""
     path = Path(path)
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file: {exc}") from exc
-    if raw.size == 0:
+    size = regular_file(path).st_size
+    if size == 0:
         raise DataError(f"{path}: file is empty; expected records of {RECORD_BYTES} bytes")
-    if raw.size % RECORD_BYTES:
+    if size % RECORD_BYTES:
         raise DataError(
-            f"{path}: file size {raw.size} bytes is not a multiple of the {RECORD_BYTES}-byte "
+            f"{path}: file size {size} bytes is not a multiple of the {RECORD_BYTES}-byte "
             "CIFAR-10 record (1 label byte + 3072 pixel bytes); is it truncated, or not the "
             "CIFAR-10 binary version?"
         )
+    if size // RECORD_BYTES > MAX_RECORDS:
+        raise DataError(
+            f"{path}: file size {size} bytes holds {size // RECORD_BYTES} records, more than "
+            f"the {MAX_RECORDS} of a CIFAR-10 batch; it is not a CIFAR-10 batch file"
+        )
+    try:
+        raw = np.fromfile(path, dtype=np.uint8, count=size)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
+    if raw.size != size:
+        raise DataError(f"{path}: truncated while reading: expected {size} bytes, got {raw.size}")
     records = raw.reshape(-1, RECORD_BYTES)
     labels = records[:, 0].copy()
     if int(labels.max()) > 9:
@@ -67,7 +81,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _has_bin(folder: Path) -> bool:
     names = (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE)
-    return folder.is_dir() and any((folder / n).is_file() for n in names)
+    return folder.is_dir() and any(os.path.lexists(folder / n) for n in names)
 
 
 def _has_pickled(folder: Path) -> bool:
@@ -107,13 +121,13 @@ def load_cifar10_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], Path]:
     """``(train_x, train_y, test_x, test_y, train_batch_names, folder)``; uint8 arrays."""
     folder = find_cifar_dir(data_dir)
-    found = [n for n in CIFAR_TRAIN_FILES if (folder / n).is_file()]
+    found = [n for n in CIFAR_TRAIN_FILES if os.path.lexists(folder / n)]
     if not found:
         raise DataError(
             f"no CIFAR-10 training batches in '{folder}': expected at least one of "
             f"{', '.join(CIFAR_TRAIN_FILES)}. {_WHERE}"
         )
-    if not (folder / CIFAR_TEST_FILE).is_file():
+    if not os.path.lexists(folder / CIFAR_TEST_FILE):
         raise DataError(f"'{folder}' has no {CIFAR_TEST_FILE} (the CIFAR-10 test set). {_WHERE}")
     batches = [read_cifar_batch(folder / n) for n in found]
     train_x = np.concatenate([b[0] for b in batches])

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import integer
 from .base import DataError, DataSplits, LoadOptions, build_splits
 
 __all__ = [
@@ -100,10 +101,9 @@ def mnist1d_args(num_samples: int | None = None) -> dict[str, Any]:
     args = dict(get_dataset_args(as_dict=True))
     args.pop("url", None)
     if num_samples is not None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-            raise ValueError(f"mnist1d_samples must be an int, got {num_samples!r}")
-        if num_samples < 20:
-            raise ValueError(f"mnist1d_samples must be at least 20, got {num_samples}")
+        if isinstance(num_samples, np.integer):
+            num_samples = int(num_samples)
+        integer("mnist1d_samples", num_samples, 20)
         args["num_samples"] = int(num_samples)
     # JSON-normalise (tuples -> lists) so the cache key and meta are stable.
     return json.loads(json.dumps(args))

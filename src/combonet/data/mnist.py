@@ -1,19 +1,24 @@
 """Sequential (and permuted sequential) MNIST from the standard IDX files.
 
-Files are parsed with numpy only (no pickle); every header field and the byte count are
-validated. Each 28x28 image becomes a 784-step sequence with one feature (row-major pixel
-order). Pixels are scaled to [0, 1] and normalised with the usual fixed MNIST constants.
+Files are parsed with numpy only (no pickle); every header field is validated and the size
+the header claims is checked before the data is read (a gzip file is decompressed in a stream
+that stops at that size). Each 28x28 image becomes a 784-step sequence with one feature
+(row-major pixel order). Pixels are scaled to [0, 1] and normalised with the usual fixed MNIST
+constants.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from .base import DataError, DataSplits, LoadOptions, build_splits
+from .base import DataError, DataSplits, LoadOptions, build_splits, check_claim, regular_file
 
 __all__ = [
     "MNIST_FILES",
@@ -47,36 +52,12 @@ _WHERE = (
 )
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Raw file contents, transparently gunzipped when the name ends in ``.gz``."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file: {exc}") from exc
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip file: {exc}") from exc
-    return data
-
-
-def _header(path: Path, data: bytes, words: int) -> np.ndarray:
+def _header(path: Path, data: bytes | memoryview, words: int) -> np.ndarray:
     if len(data) < 4 * words:
         raise DataError(
             f"{path}: truncated: expected a {4 * words}-byte IDX header, got {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=">u4", count=words).astype(np.int64)
-
-
-def _check_size(path: Path, data: bytes, expected: int, what: str) -> None:
-    got = len(data)
-    if got < expected:
-        raise DataError(f"{path}: truncated: expected {expected} bytes ({what}) got {got}")
-    if got > expected:
-        raise DataError(
-            f"{path}: size mismatch: expected {expected} bytes ({what}) got {got} (trailing data)"
-        )
 
 
 def _bad_magic(path: Path, magic: int, expected: int, kind: str) -> DataError:
@@ -91,29 +72,89 @@ def _bad_magic(path: Path, magic: int, expected: int, kind: str) -> DataError:
     )
 
 
+def _read_idx(path: Path, words: int, check_header: Callable[[np.ndarray], None],
+              what: Callable[[np.ndarray], str]) -> tuple[np.ndarray, np.ndarray]:
+    """Header words and body of an IDX file (raw, or gzip when the name ends in ``.gz``).
+
+    The size the header claims is checked before the body is read: against the file's size
+    (raw), against what a gzip file of this size can hold and the free memory (``.gz``); the
+    body is then decompressed in a stream that stops at the claimed size, so a file that
+    inflates to more (a "gzip bomb") is refused after reading one byte too many.
+    """
+    info = regular_file(path)
+    gz = path.suffix == ".gz"
+    try:
+        with open(path, "rb") as raw:
+            fh = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+            head = _read_exactly(fh, 4 * words)
+            header = _header(path, head, words)
+            check_header(header)
+            body_bytes = int(np.prod(header[1:])) if words > 2 else int(header[1])
+            expected = 4 * words + body_bytes
+            text = what(header)
+            if not gz:
+                _check_size(path, info.st_size, expected, text)
+            check_claim(path, expected, info.st_size if gz else None, text)
+            body = _read_exactly(fh, body_bytes)
+            if len(body) < body_bytes:
+                raise DataError(f"{path}: truncated: expected {expected} bytes ({text}) got "
+                                f"{4 * words + len(body)}")
+            if gz and fh.read(1):
+                raise DataError(f"{path}: size mismatch: expected {expected} bytes ({text}) but "
+                                "it decompresses to more (trailing data)")
+    except (OSError, EOFError, zlib.error) as exc:
+        if gz:
+            raise DataError(f"{path}: corrupt gzip file: {exc}") from None
+        raise DataError(f"{path}: cannot read file: {exc}") from None
+    return header, np.frombuffer(body, dtype=np.uint8)
+
+
+def _read_exactly(fh: BinaryIO, n: int) -> memoryview:
+    """Up to ``n`` bytes into one preallocated buffer (fewer only at the end of the stream)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = fh.readinto(view[got:got + (1 << 24)])
+        if not k:
+            break
+        got += k
+    return view[:got]
+
+
+def _check_size(path: Path, got: int, expected: int, what: str) -> None:
+    if got < expected:
+        raise DataError(f"{path}: truncated: expected {expected} bytes ({what}) got {got}")
+    if got > expected:
+        raise DataError(
+            f"{path}: size mismatch: expected {expected} bytes ({what}) got {got} (trailing data)"
+        )
+
+
 def read_idx_images(path: str | Path) -> np.ndarray:
     """Read an IDX3 image file as a ``(num, 28, 28)`` uint8 array."""
     path = Path(path)
-    data = _read_bytes(path)
-    magic, num, rows, cols = _header(path, data, 4)
-    if magic != IMAGE_MAGIC:
-        raise _bad_magic(path, int(magic), IMAGE_MAGIC, "image")
-    if (rows, cols) != (ROWS, COLS):
-        raise DataError(f"{path}: images are {rows}x{cols}, expected {ROWS}x{COLS}")
-    _check_size(path, data, 16 + num * rows * cols, f"header says {num} images of 28x28")
-    images = np.frombuffer(data, dtype=np.uint8, offset=16)
-    return images.reshape(int(num), ROWS, COLS)
+
+    def check(header: np.ndarray) -> None:
+        magic, _, rows, cols = header
+        if magic != IMAGE_MAGIC:
+            raise _bad_magic(path, int(magic), IMAGE_MAGIC, "image")
+        if (rows, cols) != (ROWS, COLS):
+            raise DataError(f"{path}: images are {rows}x{cols}, expected {ROWS}x{COLS}")
+
+    header, images = _read_idx(path, 4, check,
+                               lambda h: f"header says {h[1]} images of 28x28")
+    return images.reshape(int(header[1]), ROWS, COLS)
 
 
 def read_idx_labels(path: str | Path, num_classes: int = 10) -> np.ndarray:
     """Read an IDX1 label file as a ``(num,)`` uint8 array with values in ``0..num_classes-1``."""
     path = Path(path)
-    data = _read_bytes(path)
-    magic, num = _header(path, data, 2)
-    if magic != LABEL_MAGIC:
-        raise _bad_magic(path, int(magic), LABEL_MAGIC, "label")
-    _check_size(path, data, 8 + num, f"header says {num} labels")
-    labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+
+    def check(header: np.ndarray) -> None:
+        if header[0] != LABEL_MAGIC:
+            raise _bad_magic(path, int(header[0]), LABEL_MAGIC, "label")
+
+    _, labels = _read_idx(path, 2, check, lambda h: f"header says {h[1]} labels")
     if labels.size and int(labels.max()) >= num_classes:
         bad = int(np.argmax(labels >= num_classes))
         raise DataError(
@@ -125,7 +166,7 @@ def read_idx_labels(path: str | Path, num_classes: int = 10) -> np.ndarray:
 def _locate(folder: Path, name: str) -> Path | None:
     """The raw file if present, else its ``.gz`` version, else None."""
     for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
+        if os.path.lexists(candidate):  # a FIFO or a link to /dev/zero: the reader says so
             return candidate
     return None
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import choice
 from .base import DataSplits, LoadOptions, check_permutation, make_permutation
 from .cifar import load_cifar10
 from .embedded import load_digits_task, load_mnist1d
@@ -96,8 +97,7 @@ def load_task(
     ``meta["permutation"]`` of an earlier load) is passed. ``data_dir`` is needed for MNIST
     and CIFAR-10 only; ``cache_dir`` and ``mnist1d_samples`` apply to MNIST-1D only.
     """
-    if name not in TASKS:
-        raise ValueError(f'Unknown task "{name}". Must be one of {sorted(TASKS)}')
+    choice("task", name, TASKS)
     task = TASKS[name]
     options = LoadOptions(val_fraction, seed, limit_train, limit_test)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .._validate import choice, integer, seed, threads
 from . import stability, sweeps
 from ._common import PRESETS, Context, ExperimentError, ExperimentResult, finish, hardware
 
@@ -84,9 +85,10 @@ def _command(ns: argparse.Namespace, name: str) -> str:
 
 def run_experiment(name: str, ctx: Context) -> dict:
     """Run experiment ``name`` in ``ctx``; write and return its record."""
-    if name not in EXPERIMENTS:
-        raise ExperimentError(f'Invalid experiment "{name}". Must be one of '
-                              f"{list(EXPERIMENTS)}")
+    try:
+        choice("experiment", name, EXPERIMENTS)
+    except ValueError as err:
+        raise ExperimentError(str(err)) from None
     if ctx.preset == "paper" and name not in ("theorem7",) and ctx.data_dir is None:
         raise ExperimentError("the paper preset trains on psMNIST: pass --data-dir with the "
                               "MNIST IDX files (and a GPU; see docs/results.md)")
@@ -117,10 +119,15 @@ def main_from_args(ns: argparse.Namespace) -> int:
         path = write_report(docs or Path("docs"), ns.preset if ns.preset != "smoke" else "cpu")
         print(f"wrote {path}")
         return 0
-    if ns.threads is not None and ns.threads < 1:
-        raise ExperimentError(f"--threads must be >= 1, got {ns.threads}")
-    if ns.epochs is not None and ns.epochs < 1:
-        raise ExperimentError(f"--epochs must be >= 1, got {ns.epochs}")
+    try:
+        if ns.threads is not None:
+            threads("--threads", ns.threads)
+        if ns.epochs is not None:
+            integer("--epochs", ns.epochs, 1)
+        for value in ns.seeds or []:
+            seed("--seeds", value)
+    except ValueError as err:
+        raise ExperimentError(str(err)) from None
     out = Path(ns.out) if ns.out else Path("runs") / "experiments" / ns.preset
     names = list(EXPERIMENTS) if ns.name == "all" else [ns.name]
     for name in names:

@@ -9,10 +9,8 @@ prints a short table.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._validate import choice
 
 PRESETS = ("smoke", "cpu", "paper")
 
@@ -79,9 +79,10 @@ class Context:
     command: str = ""
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ExperimentError(f'Invalid preset "{self.preset}". Must be one of '
-                                  f"{list(PRESETS)}")
+        try:
+            choice("preset", self.preset, PRESETS)
+        except ValueError as err:
+            raise ExperimentError(str(err)) from None
 
     @property
     def variant(self) -> str:
@@ -148,10 +149,11 @@ CERT_KEYS = ("certified", "rate", "discrete_factor", "metric_condition_number", 
 
 def read_certificate(run_dir: Path) -> dict[str, Any]:
     """The certificate fields of a finished combo-net run (``certificate.json``), else ``{}``."""
-    path = Path(run_dir) / "certificate.json"
-    if not path.is_file():
+    from ..train import RunDir
+
+    cert = RunDir(run_dir).certificate_record()
+    if cert is None:
         return {}
-    cert = json.loads(path.read_text())
     out = {k: cert.get(k) for k in CERT_KEYS}
     out["margin"] = cert.get("margin")
     return out
@@ -161,28 +163,26 @@ def train_run(ctx: Context, label: str, settings: dict[str, Any], seed: int,
               **extra: Any) -> dict[str, Any]:
     """Run (or resume / reuse) one :func:`combonet.train.train` run; return its result row.
 
-    The run lives in ``OUT/runs/`` :func:`run_name`: a finished run there is reused (``train``
-    with ``resume=True`` has nothing left to do), an interrupted one continues from its
-    checkpoint.
+    The run lives in ``OUT/runs/`` :func:`run_name`: a finished (or diverged) run there is
+    reused, an interrupted one continues from its checkpoint. ``train`` prints nothing.
     """
-    from ..train import TrainConfig, train
+    from ..train import RunDir, TrainConfig, train
 
     cfg = TrainConfig.from_dict(dict(settings, seed=seed, quiet=True),
                                 source=f"experiment {ctx.name}").validate()
     run_dir = ctx.out / "runs" / run_name(cfg)
     cfg.out_dir = str(run_dir)
+    folder = RunDir(run_dir)
     t0 = time.time()
-    summary = _read_json(run_dir / "summary.json")
+    summary = folder.summary() or {}
     done = (summary.get("status") in ("finished", "diverged")
             and summary.get("config", {}).get("epochs") == cfg.epochs)
     if done:
         status = summary["status"]
     else:
-        resume = (run_dir / "checkpoint.pt").is_file()
-        with contextlib.redirect_stdout(io.StringIO()):  # train() reports every run
-            result = train(cfg, resume=resume)
+        result = train(cfg, resume=folder.has_checkpoint())
         status = result.status
-        summary = result.summary or _read_json(run_dir / "summary.json")
+        summary = result.summary or folder.summary() or {}
     wall = time.time() - t0
     best = summary.get("best") or {}
     final = summary.get("final") or {}
@@ -220,10 +220,6 @@ def run_name(cfg: Any) -> str:
     key = json.dumps(dict(cfg.fingerprint_fields(), epochs=cfg.epochs), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"{cfg.model}-{cfg.modules}x{cfg.units}-{digest}-s{cfg.seed}"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # -- aggregation -----------------------------------------------------------------------------

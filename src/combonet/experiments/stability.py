@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -39,23 +38,14 @@ def _train_pair(ctx: Context, seeds: list[int]) -> list[dict[str, Any]]:
 
 
 def load_trained(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """The final weights of a run (those ``certificate.json`` is about), its data splits (same
-    permutation) and its ``config.json`` record."""
-    from ..models.registry import build_model
-    from ..train import TrainConfig
-    from ..train import checkpoint as ckpt
-    from ..train.loop import CONFIG, load_data, load_weights
+    """The final weights of a run (those ``certificate.json`` is about), verified, its data
+    splits (same permutation) and its ``config.json`` record."""
+    from ..train import RunDir
+    from ..train.loop import load_data
 
-    folder = Path(run_dir)
-    record = json.loads((folder / CONFIG).read_text())
-    cfg = TrainConfig.from_dict(record["config"], source=str(folder / CONFIG))
-    torch.manual_seed(cfg.seed)
-    meta = record["data"]
-    model = build_model(cfg, int(meta["features"]), int(meta["num_classes"]))
-    load_weights(model, folder / ckpt.CHECKPOINT)
-    model.eval()
-    splits = load_data(cfg, permutation=meta.get("permutation"))
-    return model, splits, record
+    run = RunDir(run_dir).load_model("final")
+    splits = load_data(run.config, permutation=run.record["data"].get("permutation"))
+    return run.model, splits, run.record
 
 
 # -- contraction ---------------------------------------------------------------------------------

@@ -385,15 +385,14 @@ def _bar_plot(res: ExperimentResult, path: Path) -> None:
 
 def _seed_plot(res: ExperimentResult, path: Path) -> None:
     """Validation accuracy curves of every seed (like Fig. S3) and the final spread."""
-    import json
-
     import matplotlib.pyplot as plt
+
+    from ..train import RunDir
 
     fig, (ax_c, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
     for r in res.rows:
-        metrics = Path(r["run_dir"]) / "metrics.jsonl"
-        if metrics.is_file():
-            hist = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        hist = RunDir(r["run_dir"]).history()
+        if hist:
             ax_c.plot([h["epoch"] for h in hist], [100 * h["test_acc"] for h in hist],
                       marker=".", label=f"seed {r['seed']}")
     ax_c.set(xlabel="epoch", ylabel="test accuracy (%)", title="per-seed test accuracy")

@@ -10,10 +10,12 @@ size and number of classes the data set dictates, and returns an ``nn.Module`` m
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from .._validate import choice
 from ..combinations.base import Combination
 from ..modules.sparse import TrainableSparseModule
 from .baselines import (
@@ -76,24 +78,150 @@ def build_antisymmetric(cfg: Any, input_size: int, num_classes: int) -> nn.Modul
     return AntisymmetricRNN(input_size, cfg.hidden, num_classes, seed=cfg.seed)
 
 
-MODELS: dict[str, Builder] = {
-    "sparse-combo": build_sparse_combo,
-    "svd-combo": build_svd_combo,
-    "unconstrained-combo": build_unconstrained_combo,
-    "lstm": build_lstm,
-    "gru": build_gru,
-    "rnn": build_rnn,
-    "lipschitz": build_lipschitz,
-    "antisymmetric": build_antisymmetric,
-}
-COMBO_MODELS = ("sparse-combo", "svd-combo", "unconstrained-combo")
+# -- the registry ----------------------------------------------------------------------------
+#: Settings every combo net reads; ``density`` and ``magnitude`` only the sparse ones.
+COMBO_FLAGS = frozenset({"modules", "units", "init_scale", "coupling_density", "dt", "method"})
+SPARSE_FLAGS = COMBO_FLAGS | {"density", "magnitude"}
+BASELINE_FLAGS = frozenset({"hidden"})
+#: Every model-specific setting (a setting outside this set applies to every model).
+MODEL_FLAGS = SPARSE_FLAGS | BASELINE_FLAGS
+#: Draws of a Theorem-1 module before :class:`~combonet.SparseModule` gives up (its default).
+SPARSE_TRIES = 1000
+#: Refuse a sparse configuration when all the draws together pass with less than this chance.
+HOPELESS = 1e-6
+
+
+def theorem1_pass_bound(n: int, density: float, magnitude: float, g: float = 1.0) -> float:
+    """An upper bound on the chance that one random sparse module passes Theorem 1.
+
+    The module draws ``k = round(density n^2)`` off-diagonal positions uniformly without
+    replacement, with entries ``U(-1, 1) * magnitude``. For the non-negative matrix ``g|W|``
+    the spectral radius is at least the smallest row sum (Perron-Frobenius), so a draw passes
+    (radius < 1) only if some row sum ``S`` is < 1. The indicators of one row are negatively
+    associated (sampling without replacement), so the Chernoff bound of independent
+    ``Bernoulli(q)`` positions holds: ``P(S < 1) <= e^t prod_j E[e^{-t X_j}]`` for every
+    ``t > 0``, ``E[e^{-t X_j}] = 1 - q + q (1 - e^{-a t}) / (a t)`` with ``a = g magnitude``,
+    ``q = k / (n (n - 1))``; a union bound over the ``n`` rows finishes it. The bound is
+    rigorous, cheap (one scalar minimisation) and tiny exactly when the search is hopeless.
+    """
+    import math
+
+    from scipy.optimize import minimize_scalar
+
+    positions = n * (n - 1)
+    if positions == 0:
+        return 1.0
+    k = min(positions, max(1, round(density * n * n)))
+    q, a = k / positions, g * magnitude
+
+    def log_bound(log_t: float) -> float:
+        t = math.exp(log_t)
+        s = a * t
+        phi = -math.expm1(-s) / s if s > 1e-12 else 1.0
+        return t + (n - 1) * math.log1p(-q + q * phi)
+
+    best = minimize_scalar(log_bound, bounds=(-12.0, 12.0), method="bounded")
+    return min(1.0, math.exp(min(0.0, math.log(n) + min(best.fun, log_bound(0.0)))))
+
+
+def check_sparse_feasible(cfg: Any) -> None:
+    """Refuse, before any sampling, a Theorem-1 search that cannot succeed (seconds to minutes
+    of ``SparseModule`` draws otherwise end in the same refusal)."""
+    n, density, magnitude = int(cfg.units), float(cfg.density), float(cfg.magnitude)
+    bound = theorem1_pass_bound(n, density, magnitude)
+    chance = min(1.0, SPARSE_TRIES * bound)
+    if chance >= HOPELESS:
+        return
+    k = min(n * (n - 1), max(1, round(density * n * n)))
+    per_row = k / n
+    limit = 2.0 / per_row  # magnitude at which the mean row sum of |W| is 1
+    raise ValueError(
+        f"units={n}, density={density:g}, magnitude={magnitude:g} cannot satisfy Theorem 1 "
+        f"(spectral_radius(g|W|) < 1): each row of |W| holds about {per_row:.3g} non-zeros "
+        f"of mean size {magnitude / 2:g}, so the row sums (about {per_row * magnitude / 2:.3g})"
+        f" and the radius, which is at least the smallest of them, are far above 1; the chance "
+        f"that one of {SPARSE_TRIES} random draws passes is below {max(chance, 1e-300):.1e}. "
+        f"Lower --magnitude (a mean row sum below 1 needs magnitude < {limit:.3g} at this "
+        "density) or --density"
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the command line can train: its builder and what applies to it."""
+
+    name: str
+    builder: Builder
+    description: str
+    #: whether :func:`combonet.certify` gives it a contraction certificate
+    certifiable: bool
+    #: the model-specific settings it reads (the others of :data:`MODEL_FLAGS` do not apply)
+    flags: frozenset[str]
+    #: a cheap check of the settings, run before anything is built
+    check: Callable[[Any], None] | None = None
+
+
+MODELS: dict[str, ModelSpec] = {s.name: s for s in (
+    ModelSpec("sparse-combo", build_sparse_combo, "Sparse Combo Net (fixed sparse Theorem-1 "
+              "modules, trained eq.-3 feedback)", True, SPARSE_FLAGS, check_sparse_feasible),
+    ModelSpec("svd-combo", build_svd_combo, "SVD Combo Net (trained Theorem-5 modules, eq.-3 "
+              "feedback)", True, COMBO_FLAGS),
+    ModelSpec("unconstrained-combo", build_unconstrained_combo, "control: Sparse Combo Net "
+              "modules with an unconstrained coupling L = B (Section 4.2.3)", True,
+              SPARSE_FLAGS, check_sparse_feasible),
+    ModelSpec("lstm", build_lstm, "one-layer LSTM", False, BASELINE_FLAGS),
+    ModelSpec("gru", build_gru, "one-layer GRU", False, BASELINE_FLAGS),
+    ModelSpec("rnn", build_rnn, "one-layer tanh RNN", False, BASELINE_FLAGS),
+    ModelSpec("lipschitz", build_lipschitz, "Lipschitz RNN (Erichson et al. 2021)", False,
+              BASELINE_FLAGS),
+    ModelSpec("antisymmetric", build_antisymmetric, "Antisymmetric RNN (Chang et al. 2019)",
+              False, BASELINE_FLAGS),
+)}
+COMBO_MODELS = tuple(name for name, s in MODELS.items() if "modules" in s.flags)
+
+
+def discrete_maps() -> tuple[str, ...]:
+    """The discrete maps the engine runs (``--method`` choices)."""
+    from .. import engine
+
+    return tuple(engine.METHODS)
+
+
+def default_map() -> str:
+    """The engine's default discrete map (the one ``SequenceClassifier`` uses)."""
+    from .. import engine
+
+    return engine.DEFAULT_METHOD
+
+
+def model_spec(name: str) -> ModelSpec:
+    """``MODELS[name]`` with the common wording for a bad name."""
+    choice("model", name, MODELS)
+    return MODELS[name]
+
+
+def check_model(cfg: Any) -> None:
+    """The model's cheap pre-checks (e.g. a hopeless Theorem-1 search), before building."""
+    spec = model_spec(cfg.model)
+    if spec.check is not None:
+        spec.check(cfg)
 
 
 def build_model(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
-    """``MODELS[cfg.model](cfg, input_size, num_classes)`` with a clear error for bad names."""
-    if cfg.model not in MODELS:
-        raise ValueError(f'Invalid model "{cfg.model}". Must be one of {sorted(MODELS)}')
-    return MODELS[cfg.model](cfg, input_size, num_classes)
+    """``MODELS[cfg.model].builder(cfg, input_size, num_classes)``, after the model's pre-check;
+    a builder's refusal is re-raised naming the model and the settings it read."""
+    spec = model_spec(cfg.model)
+    check_model(cfg)
+    try:
+        return spec.builder(cfg, input_size, num_classes)
+    except ValueError as err:
+        shown = [k for k in ("modules", "units", "density", "magnitude", "hidden")
+                 if k in spec.flags]
+        settings = ", ".join(f"{k}={getattr(cfg, k):g}" for k in shown)
+        text = str(err).rstrip(". ")
+        if "Theorem 1" in text and "lower" not in text:
+            text += "; lower --magnitude or --density"
+        raise ValueError(f"cannot build {spec.name} with {settings}: {text}") from None
 
 
 def is_combo(model: nn.Module) -> bool:
@@ -135,4 +263,7 @@ def count_parameters(model: nn.Module) -> dict[str, Any]:
     return out
 
 
-__all__ = ["COMBO_MODELS", "MODELS", "build_model", "count_parameters", "is_combo"]
+__all__ = ["BASELINE_FLAGS", "COMBO_FLAGS", "COMBO_MODELS", "MODELS", "MODEL_FLAGS",
+           "SPARSE_FLAGS", "ModelSpec", "build_model", "check_model", "check_sparse_feasible",
+           "count_parameters", "default_map", "discrete_maps", "is_combo", "model_spec",
+           "theorem1_pass_bound"]

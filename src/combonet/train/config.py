@@ -1,7 +1,10 @@
 """``TrainConfig``: every setting of a training run, from defaults, a YAML/TOML file and flags.
 
-Precedence: dataclass defaults < the run directory's ``config.json`` (on ``--resume``) <
-``--config FILE`` < command-line flags. Unknown keys are refused with the list of valid keys.
+Precedence: dataclass defaults < the run directory's ``config.json`` (on ``--resume``) or the
+source run's (``--init-from``) < ``--config FILE`` < command-line flags. Unknown keys are
+refused with the list of valid keys; settings that do not apply to the chosen model,
+optimizer or schedule are refused when a user gives them (:meth:`TrainConfig.not_applicable`)
+and never enter the fingerprint.
 """
 
 from __future__ import annotations
@@ -9,20 +12,50 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
+import os
+import stat
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-SCHEDULES = ("none", "step", "cosine")
+from .. import _validate as v
+from .._validate import file_kind
+
+
+@dataclass(frozen=True)
+class Option:
+    """One choice of a setting: what it is and which other settings apply only to it."""
+
+    description: str
+    flags: frozenset[str] = frozenset()
+
+
+OPTIMIZERS: dict[str, Option] = {
+    "adam": Option("Adam"),
+    "sgd": Option("SGD with momentum", frozenset({"momentum"})),
+    "rmsprop": Option("RMSprop with momentum", frozenset({"momentum"})),
+}
+SCHEDULES: dict[str, Option] = {
+    "none": Option("constant learning rate"),
+    "step": Option("multiply by lr_gamma every lr_step_size epochs",
+                   frozenset({"lr_step_size", "lr_gamma"})),
+    "cosine": Option("cosine decay to 0 over the epochs, so the result depends on epochs"),
+}
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZER_FLAGS = frozenset().union(*(o.flags for o in OPTIMIZERS.values()))
+SCHEDULE_FLAGS = frozenset().union(*(o.flags for o in SCHEDULES.values()))
 
 #: Settings that do not change what is computed (so a checkpoint stays compatible when they
-#: change): everything else enters :meth:`TrainConfig.fingerprint`.
+#: change): everything else that applies enters :meth:`TrainConfig.fingerprint`. ``epochs``
+#: is runtime only while the schedule does not depend on it (not for ``cosine``).
 RUNTIME_FIELDS = frozenset({"data_dir", "epochs", "out_dir", "device", "threads",
                             "log_interval", "quiet", "certify_every"})
+#: What ``--init-from`` keeps from the source run (the model and the data it was trained on).
+INIT_FROM_FIELDS = ("task", "model", "seed", "permutation_seed", "val_fraction",
+                    "limit_train", "limit_test")
+#: A settings file larger than this is not a settings file.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -72,6 +105,8 @@ class TrainConfig:
     log_interval: int = 100
     certify_every: int = 1
     quiet: bool = False
+    # start from the final weights of a finished run (a new run: fresh optimiser and schedule)
+    init_from: str | None = None
 
     # -- conversion -----------------------------------------------------------------------
     @classmethod
@@ -101,52 +136,96 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def not_applicable(self) -> dict[str, str]:
+        """Settings that the chosen model, optimizer or schedule does not read, each with the
+        reason (a user who sets one is told so; they never enter the fingerprint)."""
+        from ..models.registry import MODEL_FLAGS, MODELS
+
+        out: dict[str, str] = {}
+        groups = (("model", self.model, MODELS, MODEL_FLAGS),
+                  ("optimizer", self.optimizer, OPTIMIZERS, OPTIMIZER_FLAGS),
+                  ("schedule", self.schedule, SCHEDULES, SCHEDULE_FLAGS))
+        for kind, chosen, registry, specific in groups:
+            spec = registry.get(chosen)
+            if spec is None:
+                continue
+            for name in sorted(specific - spec.flags):
+                users = [k for k, o in registry.items() if name in o.flags]
+                out[name] = (f"does not apply to {kind} '{chosen}' (only to "
+                             f"{', '.join(users)})")
+        return out
+
     def fingerprint_fields(self) -> dict[str, Any]:
-        """The settings that define the model, the data and the optimisation."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        """The settings that define the model, the data and the optimisation: every setting
+        that applies and is not runtime-only; ``epochs`` too under the cosine schedule."""
+        skip = set(RUNTIME_FIELDS) | set(self.not_applicable())
+        out = {k: val for k, val in self.to_dict().items() if k not in skip}
+        if self.schedule == "cosine":
+            out["epochs"] = self.epochs
+        return out
 
     def fingerprint(self) -> str:
         """A short hash of :meth:`fingerprint_fields` (checkpoint compatibility)."""
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of the fingerprint fields in which ``self`` and ``other`` differ."""
+        a, b = self.fingerprint_fields(), other.fingerprint_fields()
+        return [k for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+
     # -- validation -----------------------------------------------------------------------
     def validate(self) -> TrainConfig:
         """Check every setting up front; raise :class:`ConfigError` naming the first bad one."""
-        from ..data import TASKS
-        from ..engine.maps import METHODS
-        from ..models.registry import MODELS
-
-        _choice("task", self.task, TASKS)
-        _choice("model", self.model, MODELS)
-        _choice("method", self.method, METHODS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("device", self.device, DEVICES)
-        for name in ("modules", "units", "hidden", "batch_size", "epochs", "lr_step_size"):
-            _int_at_least(name, getattr(self, name), 1)
-        for name in ("limit_train", "limit_test", "threads"):
-            if getattr(self, name) is not None:
-                _int_at_least(name, getattr(self, name), 1)
-        for name in ("seed", "permutation_seed", "log_interval", "certify_every"):
-            _int_at_least(name, getattr(self, name), 0)
-        _interval("density", self.density, 0.0, 1.0, "(0, 1]")
-        if self.coupling_density is not None:
-            _interval("coupling_density", self.coupling_density, 0.0, 1.0, "(0, 1]")
-        _interval("val_fraction", self.val_fraction, 0.0, 1.0, "(0, 1)", hi_open=True,
-                  hint="a validation split is needed to choose the best epoch")
-        _interval("dt", self.dt, 0.0, 1.0, "(0, 1]",
-                  hint="dt / tau must lie in (0, 1] and the modules use tau = 1")
-        _interval("lr_gamma", self.lr_gamma, 0.0, 1.0, "(0, 1]")
-        for name in ("magnitude", "init_scale", "lr"):
-            _positive(name, getattr(self, name))
-        for name in ("weight_decay", "momentum"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.grad_clip is not None:
-            _positive("grad_clip", self.grad_clip)
+        try:
+            self._validate()
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         return self
+
+    def _validate(self) -> None:
+        from ..data import TASKS
+        from ..models.registry import MODELS, check_model, discrete_maps
+
+        v.choice("task", self.task, TASKS)
+        v.choice("model", self.model, MODELS)
+        v.choice("method", self.method, discrete_maps())
+        v.choice("optimizer", self.optimizer, OPTIMIZERS)
+        v.choice("schedule", self.schedule, SCHEDULES)
+        v.choice("device", self.device, DEVICES)
+        for name in ("modules", "units", "hidden", "batch_size", "epochs", "lr_step_size"):
+            v.integer(name, getattr(self, name), 1)
+        for name in ("limit_train", "limit_test"):
+            if getattr(self, name) is not None:
+                v.integer(name, getattr(self, name), 1)
+        if self.threads is not None:
+            v.threads("threads", self.threads)
+        v.seed("seed", self.seed)
+        v.seed("permutation_seed", self.permutation_seed)
+        for name in ("log_interval", "certify_every"):
+            v.integer(name, getattr(self, name), 0)
+        v.in_interval("density", self.density, 0, 1)
+        if self.coupling_density is not None:
+            v.in_interval("coupling_density", self.coupling_density, 0, 1)
+        v.in_interval("val_fraction", self.val_fraction, 0, 1, hi_open=True,
+                      hint="a validation split is needed to choose the best epoch")
+        v.in_interval("dt", self.dt, 0, 1,
+                      hint="dt / tau must lie in (0, 1] and the modules use tau = 1")
+        v.in_interval("lr_gamma", self.lr_gamma, 0, 1)
+        for name in ("magnitude", "init_scale", "lr"):  # they end up in float32 tensors
+            v.positive(name, getattr(self, name), hi=v.FLOAT32_MAX)
+        v.non_negative("weight_decay", self.weight_decay, hi=v.FLOAT32_MAX)
+        v.non_negative("momentum", self.momentum, hi=1.0, hi_open=True)
+        if self.grad_clip is not None:
+            v.positive("grad_clip", self.grad_clip)
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("init_from must be a run directory or none, got ''")
+        check_model(self)  # e.g. a hopeless Theorem-1 search, refused before any sampling
+
+
+_MISSING = object()
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
@@ -192,36 +271,71 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     return value
 
 
-def _choice(name: str, value: str, allowed: Any) -> None:
-    if value not in allowed:
-        raise ConfigError(f'Invalid {name} "{value}". Must be one of {sorted(allowed)}')
+def read_text_file(path: str | Path, what: str, error: type[ValueError] = ValueError,
+                   limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a small regular file, or one clear error (missing, not a regular
+    file such as a FIFO or a device, too large, not UTF-8)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        hint = " (a broken symbolic link)" if path.is_symlink() else ""
+        raise error(f"{what} {path} does not exist{hint}") from None
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file ({file_kind(info.st_mode)})")
+    if info.st_size > limit:
+        raise error(f"{what} {path} has {info.st_size} bytes, more than the {limit} a "
+                    f"{what} may have")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                    f"{err.start}); save it as UTF-8") from None
 
 
-def _int_at_least(name: str, value: Any, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
+def _yaml_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+    import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
 
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        loader.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                break
+            if first is not None:
+                raise ConfigError(f"duplicate key {key!r} on lines {first} and "
+                                  f"{key_node.start_mark.line + 1}; give each setting once")
+            seen[key] = key_node.start_mark.line + 1
+        return loader.construct_mapping(node, deep=deep)
 
-
-def _interval(name: str, value: float, lo: float, hi: float, text: str, *,
-              hi_open: bool = False, hint: str = "") -> None:
-    ok = math.isfinite(value) and lo < value and (value < hi if hi_open else value <= hi)
-    if not ok:
-        extra = f" ({hint})" if hint else ""
-        raise ConfigError(f"{name} must lie in {text}, got {value!r}{extra}")
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeyLoader
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping of settings."""
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping of settings (safe loaders
+    only; a key given twice is refused)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} must end in .yaml, .yml or .toml, got '{suffix}'")
+    text = read_text_file(path, "config file", ConfigError)
     try:
         if suffix == ".toml":
             try:
@@ -229,16 +343,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             except ModuleNotFoundError:  # pragma: no cover - Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigError(
-                f"config file {path} must end in .yaml, .yml or .toml, got '{suffix}'"
-            )
-    except ConfigError:
-        raise
+            data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
     except Exception as err:  # parse errors of either format
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot parse config file {path}: {first}") from None
@@ -252,11 +362,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def diff_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Names of fingerprint fields whose values differ between two config dicts."""
-    keys = sorted((set(a) | set(b)) - RUNTIME_FIELDS)
-    return [k for k in keys if a.get(k) != b.get(k)]
-
-
-__all__ = ["DEVICES", "OPTIMIZERS", "RUNTIME_FIELDS", "SCHEDULES", "ConfigError", "TrainConfig",
-           "diff_fields", "read_config_file"]
+__all__ = ["DEVICES", "INIT_FROM_FIELDS", "OPTIMIZERS", "RUNTIME_FIELDS", "SCHEDULES",
+           "ConfigError", "Option", "TrainConfig", "file_kind", "read_config_file",
+           "read_text_file"]

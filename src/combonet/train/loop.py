@@ -1,13 +1,12 @@
 """The training loop: train, validate and test every epoch; choose the model on validation only.
 
-Files in the run directory (only rank 0 writes):
-
-* ``config.json``   resolved config, fingerprint, data meta (incl. the permutation), parameters;
-* ``checkpoint.pt`` last completed epoch (model/optimizer/scheduler, RNG states, history);
-* ``best.pt``       weights of the epoch with the best validation accuracy;
-* ``metrics.jsonl`` one JSON line per epoch (train/val/test loss and accuracy, lr, time, and
-  the certificate's margin and verdict for combo nets);
-* ``summary.json``, ``certificate.json`` (final weights), ``learning_curve.png``.
+:func:`train` prints nothing: what a user sees comes from the reporter passed in
+(:mod:`.reporting`; the command line attaches one). The files of a run and their integrity are
+:class:`~combonet.train.rundir.RunDir`'s job. The loss and the accuracy are arguments:
+``loss_fn(outputs, targets) -> scalar tensor`` (the mean over what the batch holds) and
+``metric_fn(outputs, targets) -> (correct, count)``; the epoch's loss is the mean of the batch
+losses weighted by ``count``, its accuracy ``sum(correct) / sum(count)``. The defaults are
+cross-entropy and top-1 accuracy of one label per sequence.
 
 The test split is evaluated and logged every epoch but never used for any decision.
 """
@@ -16,11 +15,10 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import math
 import os
 import random
-import sys
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,37 +30,71 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.registry import build_model, count_parameters, is_combo
-from . import checkpoint as ckpt
+from .._validate import positive_int
+from ..models.registry import build_model, count_parameters, is_combo, model_spec
 from . import distributed as ddp
-from .config import TrainConfig
+from .checkpoint import FORMAT, CheckpointError, rng_state, set_rng_state
+from .config import INIT_FROM_FIELDS, TrainConfig
+from .reporting import Reporter, RunStart
+from .rundir import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    RunDir,
+    RunDirError,
+    RunDirWriteError,
+    config_differences,
+    load_state,
+)
 
-#: The loss; a module attribute so that tests can inject a failure.
-loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
-
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CONFIG = "config.json"
-CERTIFICATE = "certificate.json"
-CURVE = "learning_curve.png"
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, torch.Tensor], tuple[float, float]]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN/inf."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: where it lives and whether ``--resume`` can continue it."""
+
+    def __init__(self, run_dir: Path | None, resumable: bool) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+        self.resumable = resumable
+
+    def hint(self) -> str:
+        """One line: the command that continues the run, or why there is none."""
+        if self.run_dir is not None and self.resumable:
+            return ("interrupted; continue with: combonet train --resume --out-dir "
+                    f"{shlex.quote(str(self.run_dir))}")
+        return "interrupted before the run's first checkpoint; nothing was kept"
+
+
 @dataclass
 class RunResult:
-    """What :func:`train` returns: where the run lives, how it ended and its summary."""
+    """What :func:`train` returns: where the run lives, how it ended and its records."""
 
     run_dir: Path
     status: str
     exit_code: int
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    certificate: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 # -- pieces --------------------------------------------------------------------------------
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default loss: mean cross-entropy of one label per sequence."""
+    return F.cross_entropy(outputs, targets)
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """The default metric: ``(correct, count)`` of top-1 predictions."""
+    return float((outputs.argmax(-1) == targets).sum()), float(targets.numel())
+
+
 def lr_factor(epoch: int, *, schedule: str, epochs: int, step_size: int, gamma: float) -> float:
     """Learning-rate multiplier after ``epoch`` completed epochs (a pure function of the config,
     so a resumed run follows the same schedule)."""
@@ -74,7 +106,7 @@ def lr_factor(epoch: int, *, schedule: str, epochs: int, step_size: int, gamma: 
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam (default), SGD with momentum, or RMSprop."""
+    """Adam (default), SGD with momentum, or RMSprop (:data:`~.config.OPTIMIZERS`)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -107,27 +139,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _finite(x: float) -> float | None:
+def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
 def evaluate(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
-             info: ddp.DistInfo | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``ds`` (sharded over ranks, then all-reduced)."""
+             info: ddp.DistInfo | None = None, *, loss_fn: LossFn = cross_entropy,
+             metric_fn: MetricFn = accuracy) -> tuple[float, float]:
+    """Mean loss and accuracy on ``ds`` (sharded over ranks, then all-reduced)."""
+    positive_int("batch_size", batch_size)
     info = info or ddp.DistInfo(device=device)
     model.eval()
-    n = len(ds)
-    idx = torch.arange(info.rank, n, info.world)
-    loss_sum, correct = 0.0, 0.0
+    idx = torch.arange(info.rank, len(ds), info.world)
+    loss_sum, correct, count = 0.0, 0.0, 0.0
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             sel = idx[start:start + batch_size]
             x, y = ds.inputs[sel].to(device), ds.labels[sel].to(device)
-            logits = model(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += float((logits.argmax(1) == y).sum())
-    loss_sum, correct = ddp.all_reduce_sum([loss_sum, correct], info)
-    return loss_sum / max(n, 1), correct / max(n, 1)
+            out = model(x)
+            c, n = metric_fn(out, y)
+            loss_sum += float(loss_fn(out, y)) * n
+            correct += c
+            count += n
+    loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, count], info)
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def certificate_of(model: nn.Module) -> Any:
@@ -139,125 +174,164 @@ def certificate_of(model: nn.Module) -> Any:
     return certify(model.network, dt=model.dt, method=model.method)
 
 
-def load_weights(model: nn.Module, path: Path) -> dict[str, Any]:
-    """Load ``checkpoint.pt``/``best.pt`` weights into ``model``; return the file's contents."""
-    data = ckpt.load(path)
-    model.load_state_dict(data["model"])
-    return data
-
-
 def _params_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def _default_run_dir(cfg: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.task}-{cfg.model}-{stamp}"
-
-
-def _pct(x: float | None) -> str:
-    return "  n/a" if x is None else f"{100 * x:5.2f}%"
-
-
-def _say(info: ddp.DistInfo, *parts: Any) -> None:
-    if info.is_main:
-        print(*parts, flush=True)
-
-
 # -- the loop ------------------------------------------------------------------------------
 class Trainer:
-    """One run: set up data, model and optimiser, resume if asked, then loop over epochs."""
+    """One run, fully set up by the constructor: the run directory claimed (and locked), data
+    loaded, model built (restored on ``resume``, or initialised from ``cfg.init_from``),
+    optimiser, schedule and loader ready. :meth:`loop` trains; :meth:`close` releases."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False,
+                 reporter: Reporter | None = None, loss_fn: LossFn = cross_entropy,
+                 metric_fn: MetricFn = accuracy) -> None:
         self.cfg = cfg.validate()
         self.resume = resume
+        self.reporter = reporter if reporter is not None else Reporter()
+        self.loss_fn = loss_fn
+        self.metric_fn = metric_fn
         self.info = ddp.setup(cfg.device)
         self.t0 = time.time()
+        self.rundir: RunDir | None = None
+        self.created_dir = False
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.start_epoch = 0
+        self.prior_time = 0.0
+        self.init_from: dict[str, Any] | None = None
+        self.last_certificate: tuple[int, Any] | None = None
+        self.certificate: dict[str, Any] | None = None
+        self.net: nn.Module | None = None
+        try:
+            self._set_threads()
+            self._check_batch()
+            saved = None
+            if resume:  # refuse an incompatible checkpoint before loading any data
+                self.rundir = self._claim(existing=True)
+                saved = self._saved_state()
+            source = self._source_weights() if cfg.init_from and not resume else None
+            self.data = load_data(cfg)
+            seed_everything(cfg.seed)
+            model = build_model(cfg, self.data.features, self.data.num_classes)
+            if source is not None:
+                load_state(model, source["model"], Path(cfg.init_from) / CHECKPOINT)
+            self.model = model.to(self.info.device)
+            self.params = count_parameters(self.model)
+            self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = make_optimizer(cfg, self.trainable)
+            self.scheduler = make_scheduler(cfg, self.optimizer)
+            if saved is not None:
+                self._restore(saved)
+            if not resume:  # every refusal from bad input came before this: nothing written
+                self.rundir = self._claim(existing=False)
+            self._write_start()
+            self.net = ddp.wrap(self.model, self.info)
+            self.sampler, self.loader = self._make_loader()
+        except BaseException:
+            self._abandon()
+            raise
 
     # setup --------------------------------------------------------------------------------
-    def _threads(self) -> None:
+    @property
+    def run_dir(self) -> Path:
+        if self.rundir is None:
+            raise RunDirError("internal error: the run directory is not claimed yet")
+        return self.rundir.path
+
+    def _set_threads(self) -> None:
         cfg, info = self.cfg, self.info
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         elif info.enabled and info.device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
 
-    def _run_dir(self) -> Path:
-        cfg = self.cfg
-        if self.resume and cfg.out_dir is None:
-            raise ValueError("--resume needs --out-dir RUN_DIR (the run to continue)")
-        run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else _default_run_dir(cfg)
-        run_dir = Path(str(ddp.broadcast_object(str(run_dir), self.info)))
-        has_ckpt = (run_dir / ckpt.CHECKPOINT).is_file()
-        if self.resume and not has_ckpt:
-            raise ValueError(f"cannot resume: {run_dir / ckpt.CHECKPOINT} does not exist")
-        if not self.resume and has_ckpt:
+    def _check_batch(self) -> None:
+        if self.cfg.batch_size % self.info.world:
             raise ValueError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose "
-                "another --out-dir"
+                f"batch_size={self.cfg.batch_size} (the global batch) must be divisible by the "
+                f"number of processes ({self.info.world})"
             )
-        return run_dir
 
-    def setup(self) -> None:
+    def _claim(self, *, existing: bool) -> RunDir:
+        """Rank 0 claims (locks) the directory; every rank learns its path or the refusal."""
         cfg, info = self.cfg, self.info
-        self._threads()
-        if cfg.batch_size % info.world:
-            raise ValueError(
-                f"batch_size={cfg.batch_size} (the global batch) must be divisible by the "
-                f"number of processes ({info.world})"
-            )
-        self.run_dir = self._run_dir()
-        saved = None
-        if self.resume:  # refuse an incompatible checkpoint before loading any data
-            path = self.run_dir / ckpt.CHECKPOINT
-            saved = ckpt.load(path)
-            ckpt.check_compatible(saved, cfg.to_dict(), cfg.fingerprint(), path)
-        self.data = load_data(cfg)
-        seed_everything(cfg.seed)
-        model = build_model(cfg, self.data.features, self.data.num_classes)
-        self.model = model.to(info.device)
-        self.params = count_parameters(self.model)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(cfg, trainable)
-        self.scheduler = make_scheduler(cfg, self.optimizer)
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.start_epoch = 0
-        self.prior_time = 0.0
-        if saved is not None:
-            self._restore(saved)
+        if existing and cfg.out_dir is None:
+            raise RunDirError("--resume needs --out-dir RUN_DIR (the run to continue)")
+        rundir, error = None, None
         if info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_json(self.run_dir / CONFIG, self.config_record())
-            lines = "".join(json.dumps(r) + "\n" for r in self.history)
-            ckpt.atomic_write_text(self.run_dir / METRICS, lines)
-        self.net: nn.Module = ddp.wrap(self.model, info)
-        self._make_loader()
+            try:
+                if cfg.out_dir is None:
+                    rundir = RunDir.unique("runs", f"{cfg.task}-{cfg.model}")
+                    self.created_dir = True
+                else:
+                    rundir = RunDir(cfg.out_dir)
+                    self.created_dir = not existing and not rundir.path.exists()
+                if existing:
+                    rundir.claim_existing()
+                else:
+                    rundir.claim_new()
+            except Exception as err:
+                error = err
+                if cfg.out_dir is None and rundir is not None:
+                    rundir.abandon(created=True)
+        path, text = ddp.broadcast_object(
+            (None if rundir is None else str(rundir.path), None if error is None else str(error)),
+            info)
+        if error is not None:
+            raise error
+        if text is not None:
+            raise RunDirError(text)
+        return rundir if rundir is not None else RunDir(path)
 
-    def close(self) -> None:
-        """Drop the DDP wrapper, then leave the process group the wrapper uses."""
-        self.__dict__.pop("net", None)
-        gc.collect()
-        ddp.teardown(self.info)
+    def _saved_state(self) -> dict[str, Any]:
+        """The verified last checkpoint, refused when it is from other settings (``epochs``
+        included under the cosine schedule) or already past ``epochs``."""
+        rundir, cfg = self.rundir, self.cfg
+        path = rundir.file(CHECKPOINT)
+        data = rundir.load_checkpoint(CHECKPOINT)
+        if data.get("fingerprint") != cfg.fingerprint():
+            detail, diffs = config_differences(data, cfg, ("checkpoint", "now"))
+            hint = "use the same settings to resume, or a new --out-dir"
+            if "epochs" in diffs:
+                hint = ("the cosine schedule depends on epochs, so a run cannot be resumed "
+                        "with other epochs; to train longer, start a new run from its final "
+                        f"weights: combonet train --init-from {shlex.quote(str(rundir.path))} "
+                        "--epochs N")
+            raise CheckpointError(f"checkpoint {path} was written by a different "
+                                  f"configuration: {detail}; {hint}")
+        if data["epoch"] > cfg.epochs:
+            raise RunDirError(f"cannot resume with epochs={cfg.epochs}: {rundir.path} has "
+                              f"already completed {data['epoch']} epochs")
+        return data
 
-    def _make_loader(self) -> None:
-        from torch.utils.data.distributed import DistributedSampler
-
-        from ..data import make_loader
-
-        cfg, info = self.cfg, self.info
-        self.sampler = DistributedSampler(self.data.train, num_replicas=info.world,
-                                          rank=info.rank, shuffle=True, seed=cfg.seed)
-        self.loader = make_loader(self.data.train, cfg.batch_size // info.world, shuffle=False,
-                                  seed=cfg.seed, sampler=self.sampler)
-
-    def config_record(self) -> dict[str, Any]:
-        from .. import __version__
-
-        return {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(),
-                "data": self.data.meta, "parameters": self.params,
-                "world_size": self.info.world, "combonet_version": __version__,
-                "torch_version": torch.__version__}
+    def _source_weights(self) -> dict[str, Any]:
+        """The verified final weights of the finished run ``cfg.init_from``."""
+        cfg = self.cfg
+        source = RunDir(cfg.init_from)
+        record = source.record()
+        if not source.is_finished():
+            status = source.status() or "not finished"
+            raise RunDirError(f"--init-from {source.path}: that run is {status}; start from a "
+                              "finished run (continue an unfinished one with --resume)")
+        src_cfg = source.config(record)
+        keep = [*INIT_FROM_FIELDS, *sorted(model_spec(cfg.model).flags)]
+        diffs = [k for k in keep if getattr(src_cfg, k) != getattr(cfg, k)]
+        if diffs:
+            detail = ", ".join(f"{k}={getattr(src_cfg, k)!r} (source) vs {getattr(cfg, k)!r} "
+                               "(now)" for k in diffs)
+            raise RunDirError(f"--init-from {source.path} keeps the source run's model and "
+                              f"data: {detail}")
+        data = source.load_checkpoint(CHECKPOINT)
+        if data.get("fingerprint") != src_cfg.fingerprint():
+            detail, _ = config_differences(data, src_cfg, (CHECKPOINT, CONFIG))
+            raise CheckpointError(f"{source.file(CHECKPOINT)} was written by a different "
+                                  f"configuration than its config.json: {detail}")
+        self.init_from = {"run_dir": str(source.path), "weights": "final",
+                          "epoch": int(data["epoch"]), "fingerprint": data["fingerprint"],
+                          "sha256": source.verified_digest(CHECKPOINT)}
+        return data
 
     def _restore(self, data: dict[str, Any]) -> None:
         self.model.load_state_dict(data["model"])
@@ -267,46 +341,84 @@ class Trainer:
         self.history = list(data["history"])
         self.best = data["best"]
         self.prior_time = float(data.get("wall_time", 0.0))
-        ckpt.set_rng_state(data["rng"])
-        _say(self.info, f"resuming {self.run_dir} after epoch {self.start_epoch}")
+        set_rng_state(data["rng"])
+
+    def _write_start(self) -> None:
+        """``config.json`` and ``metrics.jsonl``; a new run also its epoch-0 checkpoint (the
+        initial weights and RNG state), so ``--resume`` works from the first epoch on."""
+        if not self.info.is_main:
+            return
+        self.rundir.write_config(self.config_record())
+        self.rundir.write_metrics(self.history)
+        if not self.resume:
+            self._save(0)
+
+    def _abandon(self) -> None:
+        """After a failed construction: undo a new run that never got a checkpoint; release."""
+        if self.rundir is not None:
+            if not self.resume and self.info.is_main:
+                self.rundir.abandon(self.created_dir)
+            self.rundir.release()
+        self.net = None
+        ddp.teardown(self.info)
+
+    def close(self) -> None:
+        """Drop the DDP wrapper, leave the process group the wrapper uses, release the lock."""
+        self.net = None
+        gc.collect()
+        ddp.teardown(self.info)
+        if self.rundir is not None:
+            self.rundir.release()
+
+    def _make_loader(self) -> tuple[Any, Any]:
+        from torch.utils.data.distributed import DistributedSampler
+
+        from ..data import make_loader
+
+        cfg, info = self.cfg, self.info
+        sampler = DistributedSampler(self.data.train, num_replicas=info.world, rank=info.rank,
+                                     shuffle=True, seed=cfg.seed)
+        loader = make_loader(self.data.train, cfg.batch_size // info.world, shuffle=False,
+                             seed=cfg.seed, sampler=sampler)
+        return sampler, loader
+
+    def config_record(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(),
+                "data": self.data.meta, "parameters": self.params,
+                "init_from": self.init_from, "world_size": self.info.world,
+                "combonet_version": __version__, "torch_version": torch.__version__}
 
     # epochs -------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        from tqdm import tqdm
-
         cfg, info = self.cfg, self.info
         self.net.train()
         self.sampler.set_epoch(epoch)
-        show = info.is_main and not cfg.quiet
-        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not (show and sys.stderr.isatty()), file=sys.stderr)
+        steps = len(self.loader)
+        if info.is_main:
+            self.reporter.epoch_start(epoch, cfg.epochs, steps)
         loss_sum, correct, count = 0.0, 0.0, 0.0
-        params = [p for p in self.model.parameters() if p.requires_grad]
         for step, (x, y) in enumerate(self.loader, 1):
             x, y = x.to(info.device), y.to(info.device)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.net(x)
-            loss = loss_function(logits, y)
+            out = self.net(x)
+            loss = self.loss_fn(out, y)
             if ddp.any_rank(not bool(torch.isfinite(loss)), info):
-                bar.close()
                 value = float(loss.detach())
                 raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, "
                                        f"step {step}")
             loss.backward()
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
             self.optimizer.step()
-            n = y.shape[0]
+            c, n = self.metric_fn(out.detach(), y)
             loss_sum += float(loss.detach()) * n
-            correct += float((logits.detach().argmax(1) == y).sum())
+            correct += c
             count += n
-            bar.update(1)
-            if cfg.log_interval and step % cfg.log_interval == 0:
-                bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
-                if show and bar.disable:
-                    print(f"  epoch {epoch} step {step}/{len(self.loader)} "
-                          f"loss {loss_sum / count:.4f} acc {correct / count:.4f}", flush=True)
-        bar.close()
+            if info.is_main:
+                self.reporter.step(epoch, step, steps, loss_sum / max(count, 1),
+                                   correct / max(count, 1))
         loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, count], info)
         return loss_sum / max(count, 1), correct / max(count, 1)
 
@@ -319,8 +431,9 @@ class Trainer:
             raise TrainingDiverged(f"the weights became NaN/inf in epoch {epoch}")
         self.scheduler.step()
         bs = max(256, cfg.batch_size)
-        val_loss, val_acc = evaluate(self.model, self.data.val, bs, info.device, info)
-        test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info)
+        fns = {"loss_fn": self.loss_fn, "metric_fn": self.metric_fn}
+        val_loss, val_acc = evaluate(self.model, self.data.val, bs, info.device, info, **fns)
+        test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info, **fns)
         record: dict[str, Any] = {
             "epoch": epoch, "train_loss": _finite(train_loss), "train_acc": train_acc,
             "val_loss": _finite(val_loss), "val_acc": val_acc,
@@ -331,7 +444,7 @@ class Trainer:
             due = cfg.certify_every and (epoch % cfg.certify_every == 0 or epoch == cfg.epochs)
             if due and info.is_main:
                 cert = certificate_of(self.model)
-                self._last_cert = (epoch, cert)
+                self.last_certificate = (epoch, cert)
                 record["certified"], record["margin"] = cert.certified, _finite(cert.margin)
         record["time"] = time.time() - t
         return record
@@ -341,20 +454,19 @@ class Trainer:
             return
         wall = self.prior_time + (time.time() - self.t0)
         state = {
-            "format": ckpt.FORMAT, "epoch": epoch, "fingerprint": self.cfg.fingerprint(),
+            "format": FORMAT, "epoch": epoch, "fingerprint": self.cfg.fingerprint(),
             "config": self.cfg.to_dict(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "best": self.best, "history": self.history, "rng": ckpt.rng_state(),
+            "best": self.best, "history": self.history, "rng": rng_state(),
             "wall_time": wall,
         }
-        ckpt.atomic_save(state, self.run_dir / ckpt.CHECKPOINT)
+        self.rundir.save_checkpoint(CHECKPOINT, state)
 
     def _save_best(self, epoch: int) -> None:
         if self.info.is_main:
-            ckpt.atomic_save({"format": ckpt.FORMAT, "epoch": epoch,
-                              "fingerprint": self.cfg.fingerprint(),
-                              "config": self.cfg.to_dict(), "model": self.model.state_dict()},
-                             self.run_dir / ckpt.BEST)
+            self.rundir.save_checkpoint(BEST, {
+                "format": FORMAT, "epoch": epoch, "fingerprint": self.cfg.fingerprint(),
+                "config": self.cfg.to_dict(), "model": self.model.state_dict()})
 
     def _improved(self, rec: dict[str, Any]) -> bool:
         if self.best is None:
@@ -363,42 +475,51 @@ class Trainer:
             return rec["val_acc"] > self.best["val_acc"]
         return (rec["val_loss"] or math.inf) < (self.best["val_loss"] or math.inf)
 
-    def _log(self, rec: dict[str, Any]) -> None:
-        if not self.info.is_main or self.cfg.quiet:
-            return
-        cert = ""
-        if rec.get("margin") is not None:
-            cert = (f"  margin {rec['margin']:.4f} "
-                    f"{'certified' if rec['certified'] else 'NOT certified'}")
-        print(f"epoch {rec['epoch']:3d}/{self.cfg.epochs}  train {rec['train_loss'] or 0:.4f} "
-              f"{_pct(rec['train_acc'])}  val {rec['val_loss'] or math.nan:.4f} "
-              f"{_pct(rec['val_acc'])}  test {_pct(rec['test_acc'])}  lr {rec['lr']:.2e}"
-              f"{cert}  {rec['time']:.1f}s", flush=True)
-
     def loop(self) -> RunResult:
+        """Train the remaining epochs; returns the result (finished or diverged)."""
         info = self.info
-        for epoch in range(self.start_epoch + 1, self.cfg.epochs + 1):
-            rec = self.run_epoch(epoch)
-            self.history.append(rec)
-            if self._improved(rec):
-                self.best = {k: rec[k] for k in ("epoch", "val_acc", "val_loss", "test_acc")}
-                self._save_best(epoch)
-            self._save(epoch)
-            if info.is_main:
-                with open(self.run_dir / METRICS, "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-            self._log(rec)
-        ddp.barrier(info)
-        return self.finish("finished")
+        if info.is_main:
+            self.reporter.start(RunStart(self.run_dir, self.cfg, self.params, self.start_epoch,
+                                         self.resume, self.init_from))
+        try:
+            for epoch in range(self.start_epoch + 1, self.cfg.epochs + 1):
+                rec = self.run_epoch(epoch)
+                self.history.append(rec)
+                if self._improved(rec):
+                    self.best = {k: rec[k] for k in ("epoch", "val_acc", "val_loss", "test_acc")}
+                    self._save_best(epoch)
+                self._save(epoch)
+                if info.is_main:
+                    self.rundir.append_metrics(rec)
+                    self.reporter.epoch_end(rec)
+            ddp.barrier(info)
+            result = self.finish("finished")
+        except TrainingDiverged as err:
+            result = self.finish("diverged", f"{err}; stopping. {self._kept()}. Lower --lr or "
+                                 "set --grad-clip.")
+        if info.is_main:
+            self.reporter.end(result)
+        return result
+
+    def _kept(self) -> str:
+        """What is left on disk after a divergence: the last *verified, finite* checkpoint."""
+        if not self.info.is_main:
+            return ""
+        try:
+            epoch = int(self.rundir.load_checkpoint(CHECKPOINT)["epoch"])
+        except (CheckpointError, RunDirError) as bad:
+            return f"no good checkpoint is kept ({bad})"
+        what = " = the initial weights" if epoch == 0 else ""
+        return f"the last good checkpoint (epoch {epoch}{what}) is kept in {self.run_dir}"
 
     # the end ------------------------------------------------------------------------------
     def finish(self, status: str, message: str = "") -> RunResult:
-        info = self.info
         summary: dict[str, Any] = {}
-        if info.is_main:
+        if self.info.is_main:
             summary = self.write_summary(status, message)
         code = 0 if status == "finished" else 1
-        return RunResult(self.run_dir, status, code, summary, message)
+        return RunResult(self.run_dir, status, code, summary, message, self.certificate,
+                         list(self.history))
 
     def write_summary(self, status: str, message: str) -> dict[str, Any]:
         final = self.history[-1] if self.history else None
@@ -407,11 +528,11 @@ class Trainer:
             best = next(r for r in self.history if r["epoch"] == self.best["epoch"])
         cert = None
         if status == "finished" and is_combo(self.model):
-            last = getattr(self, "_last_cert", None)
+            last = self.last_certificate
             done = self.history[-1]["epoch"] if self.history else None
             c = last[1] if last is not None and last[0] == done else certificate_of(self.model)
             cert = c.to_dict()
-            ckpt.atomic_write_json(self.run_dir / CERTIFICATE, cert)
+            self.rundir.write_certificate(cert)
         summary = {
             "status": status, "message": message,
             "epochs_completed": len(self.history), "epochs": self.cfg.epochs,
@@ -423,86 +544,40 @@ class Trainer:
                 "certified": cert["certified"], "margin": _finite(cert["margin"]),
                 "rate": cert["rate"], "discrete_factor": cert["discrete_factor"]},
             "world_size": self.info.world, "device": str(self.info.device),
-            "config": self.cfg.to_dict(), "data": self.data.meta,
+            "config": self.cfg.to_dict(), "data": self.data.meta, "init_from": self.init_from,
         }
-        ckpt.atomic_write_json(self.run_dir / SUMMARY, summary)
-        if self.history:
-            plot_curves(self.history, self.run_dir / CURVE,
-                        f"{self.cfg.model} on {self.cfg.task}")
+        self.rundir.write_summary(summary)
         self.certificate = cert
         return summary
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch for the train, validation and test splits."""
-    import matplotlib
+def train(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None,
+          loss_fn: LossFn = cross_entropy, metric_fn: MetricFn = accuracy) -> RunResult:
+    """Run (or resume) one training run; see :mod:`.rundir` for the files it writes.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "val", "test"):
-        loss = [np.nan if r[f"{split}_loss"] is None else r[f"{split}_loss"] for r in history]
-        ax_l.plot(epochs, loss, marker=".", label=split)
-        ax_a.plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker=".", label=split)
-    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_l, ax_a):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
-    """Run (or resume) one training run; see the module docstring for the files it writes."""
-    trainer = Trainer(cfg, resume=resume)
+    Prints nothing (pass a ``reporter``). Ctrl-C raises :class:`TrainingInterrupted` (a
+    ``KeyboardInterrupt``) naming the run directory; a failed write (full disk) raises
+    :class:`~.rundir.RunDirWriteError` with the command that continues the run."""
     try:
-        trainer.setup()
-        try:
-            result = trainer.loop()
-        except TrainingDiverged as err:
-            last = trainer.history[-1]["epoch"] if trainer.history else None
-            kept = (f"the last good checkpoint (epoch {last}) is kept in {trainer.run_dir}"
-                    if last else "no epoch completed, so there is no checkpoint")
-            msg = f"{err}; stopping. {kept}. Lower --lr or set --grad-clip."
-            if trainer.info.is_main:
-                print(f"combonet train: error: {msg}", file=sys.stderr, flush=True)
-            result = trainer.finish("diverged", msg)
-        if trainer.info.is_main and result.status == "finished":
-            report(trainer, result)
+        trainer = Trainer(cfg, resume=resume, reporter=reporter, loss_fn=loss_fn,
+                          metric_fn=metric_fn)
+    except KeyboardInterrupt:
+        where = Path(cfg.out_dir) if resume and cfg.out_dir is not None else None
+        raise TrainingInterrupted(where, resumable=where is not None) from None
+    try:
+        result = trainer.loop()
         # Ranks leave together: none tears the group down while rank 0 still writes its files.
         ddp.barrier(trainer.info)
         return result
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(trainer.run_dir, trainer.rundir.has_checkpoint()) from None
+    except RunDirWriteError as err:
+        raise RunDirWriteError(f"{err}; make room, then continue with: combonet train --resume "
+                               f"--out-dir {shlex.quote(str(trainer.run_dir))}") from None
     finally:
         trainer.close()
 
 
-def report(trainer: Trainer, result: RunResult) -> None:
-    """Print the outcome: test accuracy (best-validation and final epoch) and the certificate."""
-    s = result.summary
-    best, final = s["best"], s["final"]
-    print(f"run directory: {result.run_dir}")
-    print(f"parameters: {s['parameters']['total']:,} trainable")
-    print(f"best validation epoch {best['epoch']}: val acc {_pct(best['val_acc'])}, "
-          f"test acc {_pct(best['test_acc'])}")
-    print(f"final epoch {final['epoch']}: test acc {_pct(final['test_acc'])} "
-          f"(wall time {s['wall_time_s']:.1f}s)")
-    cert = getattr(trainer, "certificate", None)
-    if cert is not None:
-        from ..certificate import Certificate
-
-        print("certificate of the final weights:")
-        for line in Certificate.from_dict(cert).summary().splitlines():
-            print(f"  {line}")
-
-
-__all__ = ["CERTIFICATE", "CONFIG", "CURVE", "METRICS", "SUMMARY", "RunResult", "Trainer",
-           "TrainingDiverged", "certificate_of", "evaluate", "load_data", "load_weights",
-           "lr_factor", "make_optimizer", "make_scheduler", "plot_curves", "train"]
+__all__ = ["LossFn", "MetricFn", "RunResult", "Trainer", "TrainingDiverged",
+           "TrainingInterrupted", "accuracy", "certificate_of", "cross_entropy", "evaluate",
+           "load_data", "lr_factor", "make_optimizer", "make_scheduler", "train"]
