@@ -141,7 +141,7 @@ def test_settings_that_do_not_apply_stay_out_of_the_fingerprint():
     (["--val-fraction", "0"], "val_fraction"),
     (["--model", "transformer"], "Invalid model: must be one of ['sparse-combo'"),
     (["--task", "imagenet"], "Invalid task: must be one of ['digits'"),
-    (["--method", "rk4"], "Invalid method: must be one of ['euler', 'cayley'], got 'rk4'"),
+    (["--method", "rk4"], "Invalid method: must be one of ['cayley', 'euler'], got 'rk4'"),
     (["--lr", "1e300"], "lr must be a finite number > 0 and <= 3.40282e+38, got 1e+300"),
     (["--magnitude", "1e308"], "magnitude must be a finite number > 0 and <= 3.40282e+38"),
     (["--seed", "99999999999999999999"], "seed must be an integer in [0, 4294967295], got "

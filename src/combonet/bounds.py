@@ -388,6 +388,18 @@ def continuous_rate(snap: Explicit) -> ContinuousResult:
     return ContinuousResult(root.rate, root, failures)
 
 
+def node_rates(tree: Node, root: NodeResult) -> dict[int, float]:
+    """``id(node) -> continuous rate`` for every system of the tree with a positive rate."""
+    out: dict[int, float] = {}
+    stack = [(tree, root)]
+    while stack:
+        node, res = stack.pop()
+        if math.isfinite(res.rate) and res.rate > 0 and not res.failures:
+            out[id(node)] = res.rate
+        stack.extend(zip(node.children, res.children, strict=False))
+    return out
+
+
 @dataclass
 class DiscreteResult:
     """The step map's contraction factor in the snapshot's top-level candidate metric."""
@@ -413,49 +425,137 @@ def allowance(n: int, cond: float, size: float) -> float:
     return ALLOWANCE_ULPS * n * EPS * cond * max(1.0, size)
 
 
+@dataclass
+class _Map:
+    """The running map in float64: ``alpha``, ``b``, ``W_a``, ``K``, and ``C`` or ``A_e``."""
+
+    mode: str
+    dt: float
+    alpha: torch.Tensor
+    decay: torch.Tensor
+    w: torch.Tensor
+    k: torch.Tensor | None
+    matrix: torch.Tensor | None  # C (cayley, lowrank) or A_e (euler)
+
+    @classmethod
+    def of(cls, snap: Explicit) -> _Map:
+        alpha, decay, w, k = _running(snap)
+        mode = snap.mode
+        matrix = None if mode == "none" else (
+            f64(snap.kmat) if mode == "euler" else _map_matrix(snap))
+        return cls(mode, snap.dt, alpha, decay, w, k, matrix)
+
+
+def _module_factors(node: Node, run: _Map, norm: Normaliser
+                    ) -> tuple[list[float], float, float]:
+    """Per leaf of ``node``: the module map's factor in ``norm`` (``node``'s metric), and the
+    worst ``sigma_d`` and ``kappa``."""
+    factors, sig, kap = [], -math.inf, 0.0
+    for leaf in node.leaves():
+        sl = slice(leaf.start, leaf.stop)
+        lb = leaf_bound(leaf, run.w[sl, sl], run.alpha[sl], run.decay[sl],
+                        norm.block(leaf.start - node.start, leaf.stop - node.start))
+        factors.append(lb.rho(run.alpha[sl], run.decay[sl]))
+        sig, kap = max(sig, lb.sigma_d), max(kap, lb.kappa)
+    return factors, sig, kap
+
+
+def _generic_factor(node: Node, run: _Map, norm: Normaliser, rate: float | None
+                    ) -> tuple[float, float | None]:
+    """``(factor bound, coupling norm)`` of the map restricted to ``node``'s units (an
+    autonomous map there: the whole network, or a child of a block-lower hierarchy map)."""
+    sl = slice(node.start, node.stop)
+    factors, worst_sig, worst_kap = _module_factors(node, run, norm)
+    rho_mod = max(factors)
+    if run.mode == "none":
+        return rho_mod, None
+    block = run.matrix[sl, sl]
+    if run.mode in ("cayley", "lowrank"):
+        cnorm = norm2_near_orthogonal(norm.apply(block))
+        return cnorm * rho_mod, cnorm
+    alpha, decay = run.alpha[sl], run.decay[sl]
+    k_e = block - torch.diag(decay)  # the running A_e, read exactly (exact in float64)
+    kt = norm.apply(k_e)
+    ra = alpha.sqrt()
+    sig = worst_sig + sym_max(decay[:, None] * kt / ra[:, None] / ra[None, :])
+    a0, b0 = float(alpha[0]), float(decay[0])
+    if rate is not None and bool((alpha == a0).all()) and run.k is not None \
+            and torch.equal(k_e, run.k[sl, sl]):
+        # one step fraction: sym(K + W_a D) <= (alpha - lam dt) I by the continuous
+        # certificate of the same matrices, so sigma_d <= b (1 - lam dt / alpha)
+        sig = min(sig, b0 * (1 - rate * run.dt / a0))
+    kap = worst_kap + norm2(kt / ra[None, :])
+    sq = decay**2 + alpha * (2 * sig + kap**2)
+    return math.sqrt(max(0.0, float(sq.max()))), norm2(kt)
+
+
+def _block_lower(node: Node, matrix: torch.Tensor) -> bool:
+    """Whether the map is block lower triangular over ``node``'s children."""
+    for i, ci in enumerate(node.children):
+        for cj in node.children[i + 1:]:
+            if bool(matrix[ci.start:ci.stop, cj.start:cj.stop].any()):
+                return False
+    return True
+
+
+def _factor(node: Node, run: _Map, rates: dict[int, float]) -> tuple[float, float | None]:
+    """The step factor of ``node``'s (autonomous) map in its candidate metric: the generic
+    bound, and for a hierarchy whose map is block lower triangular (``C`` of a block-lower
+    ``K`` is block lower) also the discrete comparison rule: with ``rho_i`` the children's
+    factors and ``gamma_ij >= ||J_ij||`` (cayley: ``||C_ij|| max_D ||b + W_a D||_j``; euler:
+    ``||K_ij||``), ``||J||_M <= ||C^{1/2} T C^{-1/2}||`` for ``T = [rho_i; gamma_ij]`` in the
+    weights ``c`` of the metric ``blockdiag(c_i M_i)``."""
+    norm = Normaliser(node.metric)
+    generic, cnorm = _generic_factor(node, run, norm, rates.get(id(node)))
+    if node.kind != "hierarchy" or run.mode == "none" or not _block_lower(node, run.matrix):
+        return generic, cnorm
+    kids = node.children
+    p = len(kids)
+    t = torch.zeros(p, p, dtype=torch.float64)
+    norms = [Normaliser(c.metric) for c in kids]
+    mods = [max(_module_factors(c, run, norms[i])[0]) for i, c in enumerate(kids)]
+    for i, ci in enumerate(kids):
+        t[i, i] = _factor(ci, run, rates)[0]
+        for j, cj in enumerate(kids[:i]):
+            blk = run.matrix[ci.start:ci.stop, cj.start:cj.stop]
+            if not bool(blk.any()):
+                continue
+            ni, nj = norms[i], norms[j]
+            if ni.diagonal and nj.diagonal:
+                scaled = blk * (ni.r[:, None] / nj.r[None, :])
+            else:
+                ri = ni.r if not ni.diagonal else torch.diag(ni.r)
+                rj_inv = nj.r_inv if not nj.diagonal else torch.diag(1 / nj.r)
+                scaled = ri @ blk @ rj_inv
+            t[i, j] = norm2(scaled) * (mods[j] if run.mode in ("cayley", "lowrank") else 1.0)
+    c = torch.tensor(node.weights, dtype=torch.float64)
+    if c.numel() != p or not bool((c > 0).all()):
+        return generic, cnorm
+    sc = c.sqrt()
+    return min(generic, norm2(t * (sc[:, None] / sc[None, :]))), cnorm
+
+
 def discrete_factor(snap: Explicit, *, exact: bool = True,
-                    rate: float | None = None) -> DiscreteResult:
+                    rate: float | None = None,
+                    rates: dict[int, float] | None = None) -> DiscreteResult:
     """Bound (and, for small N, the exact value) of ``||J||_M`` over all slope matrices for
-    the snapshot's map; ``rate`` is the continuous rate of the same snapshot (it tightens the
-    euler bound). Raises ``ValueError`` when the top metric is missing or invalid."""
+    the snapshot's map; ``rate`` (or ``rates``, per node id) is the continuous rate of the
+    same snapshot (it tightens the euler bound). Raises ``ValueError`` when the top metric is
+    missing or invalid."""
     if snap.tree.metric is None:
         raise ValueError("no constant metric: the discrete-time map is not covered")
-    alpha, decay, w, k = _running(snap)
+    run = _Map.of(snap)
     norm = Normaliser(snap.tree.metric)
-    mode = snap.mode
-    leaves, factors, worst = snap.tree.leaves(), [], (-math.inf, 0.0)
-    for leaf in leaves:
-        sl = slice(leaf.start, leaf.stop)
-        lb = leaf_bound(leaf, w[sl, sl], alpha[sl], decay[sl], norm.block(leaf.start, leaf.stop))
-        factors.append(lb.rho(alpha[sl], decay[sl]))
-        worst = (max(worst[0], lb.sigma_d), max(worst[1], lb.kappa))
-    rho_mod = max(factors)
-    cnorm = skew = None
-    if mode == "none":
-        bound = rho_mod
-    elif mode in ("cayley", "lowrank"):
-        cnorm = norm2_near_orthogonal(norm.apply(_map_matrix(snap)))
-        bound = cnorm * rho_mod
-    else:  # the running A_e, read exactly: K_e = A_e - diag(b) (exact in float64)
-        k_e = f64(snap.kmat) - torch.diag(decay)
-        kt = norm.apply(k_e)
-        ra = alpha.sqrt()
-        sig = worst[0] + sym_max(decay[:, None] * kt / ra[:, None] / ra[None, :])
-        a0, b0 = float(alpha[0]), float(decay[0])
-        if rate is not None and bool((alpha == a0).all()) and k is not None \
-                and torch.equal(k_e, k):
-            # one step fraction: sym(K + W_a D) <= (alpha - lam dt) I by the continuous
-            # certificate of the same matrices, so sigma_d <= b (1 - lam dt / alpha)
-            sig = min(sig, b0 * (1 - rate * snap.dt / a0))
-        kap = worst[1] + norm2(kt / ra[None, :])
-        cnorm = norm2(kt)
-        sq = decay**2 + alpha * (2 * sig + kap**2)
-        bound = math.sqrt(max(0.0, float(sq.max())))
-    skew = feedback_skew_residual(snap, k) if k is not None else None
+    rates = dict(rates or {})
+    if rate is not None:
+        rates.setdefault(id(snap.tree), rate)
+    factors = _module_factors(snap.tree, run, norm)[0]
+    bound, cnorm = _factor(snap.tree, run, rates)
+    skew = feedback_skew_residual(snap, run.k) if run.k is not None else None
     best = bound
     vertex = None
     if exact and snap.n <= EXACT_MAX_N:
-        vertex = _vertex_max(snap, w, decay, norm)
+        vertex = _vertex_max(snap, run.w, run.decay, norm)
         best = min(bound, vertex)
     return DiscreteResult(bound, vertex, allowance(snap.n, norm.cond, best), cnorm, skew,
                           norm.cond, factors)

@@ -215,7 +215,7 @@ def _from_snapshot(snap: Explicit, base: dict[str, Any]) -> Certificate:
                             "is not covered")
         return cert
     try:
-        disc = bounds.discrete_factor(snap, rate=rate if math.isfinite(rate) else None)
+        disc = bounds.discrete_factor(snap, rates=bounds.node_rates(snap.tree, cont.root))
     except ValueError as err:
         failures.append(f"{snap.tree.label}: {err}")
         return cert

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +14,7 @@ from ..engine.maps import DEFAULT_METHOD, check_method, step_fraction
 from ..modules.base import ContractingSystem
 from ..snapshot import Explicit
 
-READOUTS = ("last", "mean")
+READOUTS = ("last", "mean", "attention")
 
 
 class SequenceClassifier(nn.Module):
@@ -21,11 +23,16 @@ class SequenceClassifier(nn.Module):
     One snapshot of the network per forward pass; the change to running coordinates
     ``y = S x`` and the step factor are folded into the input layer (``U_run = A S U``) and
     the readout (``R_run = R S^{-1}``), so the engine's drive is one matrix product over all
-    steps. ``readout="mean"`` averages all states.
+    steps. ``readout="mean"`` averages all states; ``"attention"`` reads
+    ``sum_t w_t x_t`` with ``w = softmax_t(q . x_t)`` for a learned ``q`` (a learned
+    combination of all states). ``input_mask`` (N booleans) restricts which units the input
+    drives (the rows of ``U`` outside it are zero). The readouts act on the states only, so the
+    certificate of the network is unchanged.
     """
 
     def __init__(self, network: ContractingSystem, input_size: int, num_classes: int, *,
-                 dt: float = 0.1, method: str = DEFAULT_METHOD, readout: str = "last") -> None:
+                 dt: float = 0.1, method: str = DEFAULT_METHOD, readout: str = "last",
+                 input_mask: Sequence[bool] | torch.Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(network, ContractingSystem):
             raise ValueError(f"network must be a combonet module or combination, got {network!r}")
@@ -40,6 +47,15 @@ class SequenceClassifier(nn.Module):
         self.readout_mode = readout
         self.encoder = nn.Linear(input_size, network.n)
         self.readout = nn.Linear(network.n, num_classes)
+        if readout == "attention":
+            self.query = nn.Parameter(torch.zeros(network.n))
+        mask = torch.ones(network.n) if input_mask is None else \
+            torch.as_tensor(input_mask, dtype=torch.float32)
+        if mask.shape != (network.n,):
+            raise ValueError(f"input_mask must have {network.n} entries (one per unit), got "
+                             f"shape {tuple(mask.shape)}")
+        self.register_buffer("input_mask", mask.to(torch.get_default_dtype()),
+                             persistent=False)
 
     def _check(self, inputs: torch.Tensor) -> None:
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 \
@@ -60,7 +76,7 @@ class SequenceClassifier(nn.Module):
         """States in running coordinates and the snapshot that produced them."""
         self._check(inputs)
         snap = self.snapshot()
-        scale = snap.drive_scale()
+        scale = snap.drive_scale() * self.input_mask
         # Step-major storage: (batch, steps, N) view of a (steps, batch, N) tensor, so that the
         # engine reads each step's drive from one contiguous block.
         drive = F.linear(inputs.transpose(0, 1), self.encoder.weight * scale[:, None],
@@ -73,6 +89,13 @@ class SequenceClassifier(nn.Module):
         return snap.from_running(ys)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        ys, snap = self.running_states(inputs, all_states=self.readout_mode == "mean")
-        feats = ys.mean(1) if self.readout_mode == "mean" else ys
+        mode = self.readout_mode
+        ys, snap = self.running_states(inputs, all_states=mode != "last")
+        if mode == "mean":
+            feats = ys.mean(1)
+        elif mode == "attention":  # scores q . x_t = (q / s) . y_t
+            w = torch.softmax(ys @ (self.query / snap.scale), dim=1)
+            feats = (w[..., None] * ys).sum(1)
+        else:
+            feats = ys
         return F.linear(feats, self.readout.weight / snap.scale[None, :], self.readout.bias)

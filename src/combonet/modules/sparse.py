@@ -70,7 +70,15 @@ class SparseModule(ContractingModule):
         self.magnitude = magnitude
         if best_metric is None:
             best_metric = not normalize
-        p = conditions.theorem1_metric(w, self.g, best=best_metric)
+        try:
+            p = conditions.theorem1_metric(w, self.g, best=best_metric)
+        except ValueError as err:
+            reason = " ".join(str(err).split())
+            raise ValueError(
+                f"the sampled weight satisfies Theorem 1 but, at magnitude={magnitude:g}, has no "
+                f"diagonal metric representable in float64 ({reason}); it needs a smaller "
+                "magnitude"
+            ) from None
         self.metric_condition_number = float(p.max() / p.min())
         if normalize:
             s = np.sqrt(p)
