@@ -127,8 +127,9 @@ def test_bad_hyperparameters():
 
 # -- registry ---------------------------------------------------------------------------------
 def test_registry_names():
-    assert set(MODELS) == {"sparse-combo", "svd-combo", "unconstrained-combo", "lstm", "gru",
-                           "rnn", "lipschitz", "antisymmetric"}
+    assert set(MODELS) == {"sparse-combo", "svd-combo", "unconstrained-combo",
+                           "trainable-sparse-combo", "mixed-combo", "hybrid-combo", "lstm",
+                           "gru", "rnn", "lipschitz", "antisymmetric"}
     assert set(COMBO_MODELS) <= set(MODELS)
 
 

@@ -183,7 +183,9 @@ def test_max_dt_is_covered(spec, common, method, seed, u):
     if cert.max_dt is not None:
         # the largest covered step is covered, as the certificate claims
         assert cn.certify(model, dt=cert.max_dt, method=method, max_dt=False).certified
-        if method == "euler":  # the euler bound is convex in alpha: every smaller step too
+        if method == "euler" and cert.discrete_exact:
+            # the exact euler factor is a max of norms affine in dt (1 at dt = 0), so the
+            # covered steps form an interval: every smaller step is covered too
             below = cn.certify(model, dt=u * cert.max_dt, method=method, max_dt=False)
             assert below.discrete_certified, below.summary()
         if dt <= cert.max_dt:
@@ -195,7 +197,7 @@ def test_max_dt_is_covered(spec, common, method, seed, u):
             verts = slope_vertices(model.n, model.g, np.random.default_rng(seed), max_all=12)
             norms = metric_norms(map_jacobians(model, verts, 1.0, method),
                                  as_np(model.metric()))
-            assert norms.max() >= 1 - 1e-6
+            assert norms.max() >= 1 - 1e-6 - cert.allowance
         if cert.max_dt is None:
             return
         assert 0 < cert.max_dt < dt

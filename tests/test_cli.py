@@ -250,7 +250,8 @@ def test_top_level_help_lists_commands(capsys):
 # -- issue 11: settings that do not apply, config files, help from the registries -------------
 @pytest.mark.parametrize("argv,match", [
     (["--model", "gru", "--density", "0.1"],
-     "--density does not apply to model 'gru' (only to sparse-combo, unconstrained-combo)"),
+     "--density does not apply to model 'gru' (only to sparse-combo, unconstrained-combo, "
+     "trainable-sparse-combo, mixed-combo)"),
     (["--model", "lstm", "-p", "3"], "--modules does not apply to model 'lstm'"),
     (["--model", "svd-combo", "--magnitude", "2"], "--magnitude does not apply to model"),
     (["--hidden", "8"], "--hidden does not apply to model 'sparse-combo'"),

@@ -80,8 +80,17 @@ def seed(name: str, value: Any) -> int:
     return integer(name, value, 0, SEED_MAX)
 
 
-def threads(name: str, value: Any) -> int:
-    """A number of torch CPU threads: an integer in ``[1, 1024]``."""
+def threads(name: str, value: Any) -> int | str:
+    """A number of torch CPU threads: an integer in ``[1, 1024]``, or ``"auto"`` (the rule of
+    :mod:`combonet.threads`)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.lstrip("-").isdigit():
+            return integer(name, int(text), 1, THREADS_MAX)
+        raise ValueError(f'{name} must be "auto" or an integer in [1, {THREADS_MAX}], '
+                         f"got {value!r}")
     return integer(name, value, 1, THREADS_MAX)
 
 

@@ -39,8 +39,8 @@ Maps: cayley ``rho <= ||C~|| max_i rho_i``; euler the module bound with ``X = K 
 computed exactly at all ``2^N`` vertices of the slope box (the map's Jacobian is affine in
 ``D``, so its norm is largest at a vertex).
 
-Rounding: every float64 evaluation is allowed ``ALLOWANCE_ULPS * N * eps * kappa(metric)``
-relative error, added to the factor (see :func:`allowance`).
+Rounding: every float64 evaluation is allowed ``ALLOWANCE_ULPS * N * eps`` relative error (times
+the condition number of a dense metric), added to the factor (see :func:`allowance`).
 """
 
 from __future__ import annotations
@@ -421,7 +421,9 @@ class DiscreteResult:
 
 def allowance(n: int, cond: float, size: float) -> float:
     """Float64 evaluation error allowed for norms of ``n x n`` normalised matrices of size
-    ``size``: ``ALLOWANCE_ULPS * n * eps * kappa(metric) * max(1, size)``."""
+    ``size``: ``ALLOWANCE_ULPS * n * eps * kappa * max(1, size)``, with ``kappa`` the condition
+    number of a dense metric and 1 for a diagonal one (``R X R^{-1}`` is then an entrywise
+    rescaling with relative error ``2 eps`` per entry, whatever the conditioning)."""
     return ALLOWANCE_ULPS * n * EPS * cond * max(1.0, size)
 
 
@@ -557,7 +559,8 @@ def discrete_factor(snap: Explicit, *, exact: bool = True,
     if exact and snap.n <= EXACT_MAX_N:
         vertex = _vertex_max(snap, run.w, run.decay, norm)
         best = min(bound, vertex)
-    return DiscreteResult(bound, vertex, allowance(snap.n, norm.cond, best), cnorm, skew,
+    kappa = 1.0 if norm.diagonal else norm.cond
+    return DiscreteResult(bound, vertex, allowance(snap.n, kappa, best), cnorm, skew,
                           norm.cond, factors)
 
 

@@ -58,7 +58,14 @@ _HELP: dict[str, str] = {
     "epochs": "number of epochs",
     "seed": "seed of the weights, the validation split and the shuffling, in [0, 2^32 - 1]",
     "out_dir": "run directory, new or empty (default: runs/TASK-MODEL-TIMESTAMP-RANDOM)",
-    "threads": "torch CPU threads, 1 to 1024 (default: torch's choice)",
+    "threads": "torch CPU threads: auto (1 for small per-step products, else the free cores; "
+               "benchmarks/README.md) or 1 to 1024",
+    "coupling_rank": "rank r of a low-rank eq.-3 coupling B = U V^T (a shared communication "
+                     "subspace; O(N r) per step)",
+    "tau_train": "train the time constants: none, module (one per module) or unit (one per "
+                 "unit); started log-spaced in (1, tau_max)",
+    "tau_max": "largest time constant (tau in [1, tau_max] when trained)",
+    "readout": "last state, mean of all states, or attention (a learned combination)",
     "log_interval": "steps between progress updates (0: none)",
     "certify_every": "certify combo nets every k epochs (0: only at the end)",
     "quiet": "no progress bar and no per-epoch lines",
@@ -226,18 +233,19 @@ def cmd_train(ns: argparse.Namespace) -> int:
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     import torch
 
+    from . import threads as thread_rule
     from .train.loop import evaluate, load_data
     from .train.rundir import RunDir
 
     try:
         integer("--batch-size", ns.batch_size, 1)
-        if ns.threads is not None:
-            threads("--threads", ns.threads)
+        setting = threads("--threads", ns.threads)
     except ValueError as err:
         raise UsageError(str(err)) from None
     run = RunDir(ns.run_dir).load_model(ns.weights, data_dir=ns.data_dir)
-    if ns.threads is not None:
-        torch.set_num_threads(ns.threads)
+    net = getattr(run.model, "network", None)
+    thread_rule.apply_threads(setting, units=net.n if net is not None else run.config.hidden,
+                              batch=ns.batch_size)
     splits = load_data(run.config, permutation=run.record["data"].get("permutation"))
     ds = getattr(splits, ns.split)
     loss, acc = evaluate(run.model, ds, ns.batch_size, torch.device("cpu"))
@@ -318,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
     ev.add_argument("--batch-size", type=_typed(int, False), default=500,
                     help="examples per batch, >= 1 (default: 500)")
-    ev.add_argument("--threads", type=_typed(int, False), default=None,
-                    help="torch CPU threads, 1 to 1024")
+    ev.add_argument("--threads", default="auto",
+                    help="torch CPU threads: auto (default) or 1 to 1024")
     ev.add_argument("--json", action="store_true", help="print one JSON line")
     ev.set_defaults(func=cmd_evaluate)
 

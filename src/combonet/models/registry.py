@@ -25,7 +25,7 @@ from .baselines import (
     LSTMClassifier,
     VanillaRNNClassifier,
 )
-from .builders import sparse_combo_net, svd_combo_net, unconstrained_combo_net
+from .builders import combo_net, sparse_combo_net, svd_combo_net, unconstrained_combo_net
 from .classifier import SequenceClassifier
 
 Builder = Callable[[Any, int, int], nn.Module]
@@ -33,7 +33,9 @@ Builder = Callable[[Any, int, int], nn.Module]
 
 def _combo_kw(cfg: Any, input_size: int, num_classes: int) -> dict[str, Any]:
     return dict(input_size=input_size, num_classes=num_classes, dt=cfg.dt, method=cfg.method,
-                init_scale=cfg.init_scale, coupling_density=cfg.coupling_density, seed=cfg.seed)
+                init_scale=cfg.init_scale, coupling_density=cfg.coupling_density, seed=cfg.seed,
+                coupling_rank=cfg.coupling_rank, tau_train=cfg.tau_train, tau_max=cfg.tau_max,
+                readout=cfg.readout)
 
 
 def build_sparse_combo(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
@@ -49,8 +51,19 @@ def build_svd_combo(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
 
 def build_unconstrained_combo(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
     """The Section 4.2.3 control: Sparse Combo Net modules with ``L = B`` unconstrained."""
-    return unconstrained_combo_net(cfg.modules, cfg.units, cfg.density, cfg.magnitude,
-                                   **_combo_kw(cfg, input_size, num_classes))
+    kw = _combo_kw(cfg, input_size, num_classes)
+    kw.pop("coupling_rank")
+    return unconstrained_combo_net(cfg.modules, cfg.units, cfg.density, cfg.magnitude, **kw)
+
+
+def build_kind(kind: str, hybrid: bool = False) -> Builder:
+    """A builder of ``combo_net(kind, ...)`` (beyond the paper: module kinds, hybrid)."""
+    def build(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
+        return combo_net(kind, cfg.modules, cfg.units, density=cfg.density,
+                         magnitude=cfg.magnitude, hybrid=hybrid,
+                         **_combo_kw(cfg, input_size, num_classes))
+    build.__doc__ = f"{kind} modules{' (hybrid)' if hybrid else ''}"
+    return build
 
 
 def build_lstm(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
@@ -80,7 +93,8 @@ def build_antisymmetric(cfg: Any, input_size: int, num_classes: int) -> nn.Modul
 
 # -- the registry ----------------------------------------------------------------------------
 #: Settings every combo net reads; ``density`` and ``magnitude`` only the sparse ones.
-COMBO_FLAGS = frozenset({"modules", "units", "init_scale", "coupling_density", "dt", "method"})
+COMBO_FLAGS = frozenset({"modules", "units", "init_scale", "coupling_density", "dt", "method",
+                         "coupling_rank", "tau_train", "tau_max", "readout"})
 SPARSE_FLAGS = COMBO_FLAGS | {"density", "magnitude"}
 BASELINE_FLAGS = frozenset({"hidden"})
 #: Every model-specific setting (a setting outside this set applies to every model).
@@ -168,7 +182,15 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
               "feedback)", True, COMBO_FLAGS),
     ModelSpec("unconstrained-combo", build_unconstrained_combo, "control: Sparse Combo Net "
               "modules with an unconstrained coupling L = B (Section 4.2.3)", True,
-              SPARSE_FLAGS, check_sparse_feasible),
+              SPARSE_FLAGS - {"coupling_rank"}, check_sparse_feasible),
+    ModelSpec("trainable-sparse-combo", build_kind("trainable-sparse"), "trained sparse "
+              "Theorem-1 modules (beyond the paper), eq.-3 feedback", True, SPARSE_FLAGS),
+    ModelSpec("mixed-combo", build_kind("mixed"), "fixed sparse Theorem-1 and trained "
+              "Theorem-5 modules alternating, eq.-3 feedback", True, SPARSE_FLAGS,
+              check_sparse_feasible),
+    ModelSpec("hybrid-combo", build_kind("svd", hybrid=True), "a fast Theorem-5 input module "
+              "feeding (hierarchy) slower Theorem-5 memory modules coupled by eq. 3", True,
+              COMBO_FLAGS),
     ModelSpec("lstm", build_lstm, "one-layer LSTM", False, BASELINE_FLAGS),
     ModelSpec("gru", build_gru, "one-layer GRU", False, BASELINE_FLAGS),
     ModelSpec("rnn", build_rnn, "one-layer tanh RNN", False, BASELINE_FLAGS),

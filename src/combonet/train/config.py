@@ -83,6 +83,10 @@ class TrainConfig:
     magnitude: float = 3.0
     coupling_density: float | None = None
     init_scale: float = 1.0
+    coupling_rank: int | None = None
+    tau_train: str = "none"
+    tau_max: float | None = None
+    readout: str = "last"
     dt: float = 0.1
     method: str = "cayley"
     hidden: int = 128
@@ -101,7 +105,7 @@ class TrainConfig:
     # runtime
     device: str = "auto"
     out_dir: str | None = None
-    threads: int | None = None
+    threads: str = "auto"
     log_interval: int = 100
     certify_every: int = 1
     quiet: bool = False
@@ -200,8 +204,22 @@ class TrainConfig:
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) is not None:
                 v.integer(name, getattr(self, name), 1)
-        if self.threads is not None:
-            v.threads("threads", self.threads)
+        v.threads("threads", self.threads)
+        from ..models.builders import TAU_TRAIN
+        from ..models.classifier import READOUTS
+
+        v.choice("tau_train", self.tau_train, TAU_TRAIN)
+        v.choice("readout", self.readout, READOUTS)
+        if self.coupling_rank is not None:
+            v.integer("coupling_rank", self.coupling_rank, 1)
+        if self.tau_max is not None:
+            v.positive("tau_max", self.tau_max, hi=v.FLOAT32_MAX)
+            if not self.tau_max > 1.0:
+                raise ConfigError(f"tau_max must be > 1 (the modules' smallest time constant "
+                                  f"is tau = 1), got {self.tau_max!r}")
+        if self.tau_train != "none" and self.tau_max is None:
+            raise ConfigError(f"tau_train={self.tau_train!r} trains time constants in "
+                              "[1, tau_max]: give --tau-max (e.g. 20)")
         v.seed("seed", self.seed)
         v.seed("permutation_seed", self.permutation_seed)
         for name in ("log_interval", "certify_every"):
@@ -259,6 +277,8 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
                 raise ValueError
             return float(value)
         if base is str:
+            if name == "threads" and isinstance(value, int) and not isinstance(value, bool):
+                return str(value)  # threads: "auto" or a count, from a file as a number
             if not isinstance(value, (str, Path)):
                 raise ValueError
             return str(value)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import os
 import random
 import shlex
 import time
@@ -165,13 +164,14 @@ def evaluate(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def certificate_of(model: nn.Module) -> Any:
-    """``certify`` of a combo net's network with the step and map it runs (None otherwise)."""
+def certificate_of(model: nn.Module, max_dt: bool = True) -> Any:
+    """``certify`` of a combo net's network with the step and map it runs (None otherwise);
+    ``max_dt=False`` skips the search for the largest covered step (per-epoch checks)."""
     if not is_combo(model):
         return None
     from ..certificate import certify
 
-    return certify(model.network, dt=model.dt, method=model.method)
+    return certify(model.network, dt=model.dt, method=model.method, max_dt=max_dt)
 
 
 def _params_finite(model: nn.Module) -> bool:
@@ -204,6 +204,7 @@ class Trainer:
         self.last_certificate: tuple[int, Any] | None = None
         self.certificate: dict[str, Any] | None = None
         self.net: nn.Module | None = None
+        self.threads_used: int | None = None
         try:
             self._set_threads()
             self._check_batch()
@@ -218,6 +219,7 @@ class Trainer:
             if source is not None:
                 load_state(model, source["model"], Path(cfg.init_from) / CHECKPOINT)
             self.model = model.to(self.info.device)
+            self._set_threads(self.model)
             self.params = count_parameters(self.model)
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
             self.optimizer = make_optimizer(cfg, self.trainable)
@@ -240,12 +242,24 @@ class Trainer:
             raise RunDirError("internal error: the run directory is not claimed yet")
         return self.rundir.path
 
-    def _set_threads(self) -> None:
+    def _set_threads(self, model: nn.Module | None = None) -> None:
+        """A given ``--threads`` count at once; ``auto`` (the default) by the rule of
+        :mod:`combonet.threads` once the model is built (1 until then), per process."""
+        from .. import threads
+
         cfg, info = self.cfg, self.info
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        elif info.enabled and info.device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
+        if threads.parse_threads(cfg.threads) is not None:
+            if model is None:
+                torch.set_num_threads(int(cfg.threads))
+            return
+        if model is None:
+            torch.set_num_threads(1)
+            return
+        net = getattr(model, "network", None)
+        units = net.n if net is not None else int(getattr(cfg, "hidden", 1))
+        cores = max(1, threads.available_cores() // info.world)
+        self.threads_used = threads.apply_threads(
+            "auto", units=units, batch=max(1, cfg.batch_size // info.world), cores=cores)
 
     def _check_batch(self) -> None:
         if self.cfg.batch_size % self.info.world:
@@ -443,7 +457,7 @@ class Trainer:
             record["certified"], record["margin"] = None, None
             due = cfg.certify_every and (epoch % cfg.certify_every == 0 or epoch == cfg.epochs)
             if due and info.is_main:
-                cert = certificate_of(self.model)
+                cert = certificate_of(self.model, max_dt=False)
                 self.last_certificate = (epoch, cert)
                 record["certified"], record["margin"] = cert.certified, _finite(cert.margin)
         record["time"] = time.time() - t
@@ -528,9 +542,7 @@ class Trainer:
             best = next(r for r in self.history if r["epoch"] == self.best["epoch"])
         cert = None
         if status == "finished" and is_combo(self.model):
-            last = self.last_certificate
-            done = self.history[-1]["epoch"] if self.history else None
-            c = last[1] if last is not None and last[0] == done else certificate_of(self.model)
+            c = certificate_of(self.model)  # the final one, with the largest covered step
             cert = c.to_dict()
             self.rundir.write_certificate(cert)
         summary = {
