@@ -276,6 +276,20 @@ def test_flop_formulas_match_torch_flop_counter(method, kind):
         assert counts[12] - counts[5] == want[12] - want[5]
 
 
+def test_low_rank_flop_formulas_match_torch_flop_counter():
+    """The same check for the factored Cayley step of a rank-2 coupling (``y+ = z + (zH) X^T``
+    forward, ``dX = E^T (Z H)``, ``dH = Z^T (E X)`` backward)."""
+    p, n, bsz, rank = 4, 5, 3, 2
+    net = sparse_combo_net(p, n, density=0.3, magnitude=1.0, seed=2, coupling_rank=rank).network
+    for backward in (False, True):
+        counts = {t: _engine_flops(net, t, bsz, "cayley", backward) for t in (5, 12)}
+        if backward:
+            want = {t: bench.train_flops(bsz, t, p * n, n, False, rank=rank) for t in counts}
+        else:
+            want = {t: bench.recurrence_flops(bsz, t, p * n, n, rank=rank) for t in counts}
+        assert counts[12] - counts[5] == want[12] - want[5]
+
+
 # -- measuring tools ----------------------------------------------------------------------------
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
 def test_competing_load_sees_another_process():

@@ -53,8 +53,9 @@ def run(snap: Explicit, drive: torch.Tensor, x0: torch.Tensor | None = None, *,
             bsz, steps, n_units = drive.shape
             states = drive.new_empty(steps + 1 if all_states else 2, bsz, n_units)
             dec = uniform if uniform is not None else snap.decay
+            lowrank = (factors[0], factors[2] @ factors[1].T) if factors else None
             out = recurrence_forward(drive, x0, blocks, kmat, dec, mode, snap.activation,
-                                     states, factors=factors or None)
+                                     states, factors=lowrank)
             out = states[1:] if all_states else out
     return out.transpose(0, 1) if all_states else out
 

@@ -95,16 +95,15 @@ def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tens
     ``A_e`` (euler), ``decay`` is ``b``. ``states`` is ``(steps + 1, batch, N)`` (all states
     kept) or ``(2, batch, N)`` (a ring: only the last state is kept). ``zbuf`` (steps, batch, N)
     receives the cayley pre-coupling states for the backward pass. ``lowrank`` runs
-    ``y+ = z + ((z Y) G^T) X^T`` with ``factors = (X, G, Y)``.
+    ``y+ = z + (z H) X^T`` with ``factors = (X, H)``, ``H = Y G^T`` (two products per step).
     """
     bsz, steps, n_units = drive.shape
     p, n = blocks.shape[0], n_units // blocks.shape[0]
     wt = blocks.transpose(1, 2)  # W_a,i^T
     kt = kmat.T if kmat is not None else None
-    if mode == "lowrank":
-        fx, fg, fy = factors
-        fxt, fgt = fx.T, fg.T
-        t1 = drive.new_empty(bsz, fx.shape[1])
+    if mode == "lowrank":  # factors = (X, H) with H = Y G^T, so that C^T = I + H X^T
+        fx, fh = factors
+        fxt = fx.T
         t2 = drive.new_empty(bsz, fx.shape[1])
     hbuf = drive.new_empty(p, bsz, n)
     hview = hbuf.transpose(0, 1)  # (batch, p, n) view of h
@@ -131,8 +130,7 @@ def recurrence_forward(drive: torch.Tensor, x0: torch.Tensor, blocks: torch.Tens
             z = zs[k] if zs is not None else tmp
             torch.add(hview, us[k], out=z.view(bsz, p, n))
             add_decay(z, x, decay)
-            torch.mm(z, fy, out=t1)
-            torch.mm(t1, fgt, out=t2)
+            torch.mm(z, fh, out=t2)
             torch.addmm(z, t2, fxt, out=xn)
         elif mode == "euler":
             torch.add(hview, us[k], out=tmp.view(bsz, p, n))
@@ -287,10 +285,10 @@ def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
 
 
 def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
-    """``y+ = z C^T`` with ``C = I + X G Y^T`` kept factored: per step ``ez = e + ((e X) G) Y^T``
-    (``O(N r)``); at the end ``dX = E^T (Z Y G^T)``, ``dG = (E X)^T (Z Y)``,
-    ``dY = Z^T (E X G)``."""
-    states, zbuf, blocks, fx, fg, fy, decay_t = ctx.saved_tensors
+    """``y+ = z C^T`` with ``C^T = I + H X^T``, ``H = Y G^T``, kept factored: per step
+    ``ez = e + (e X) H^T`` (``O(N r)``); at the end ``dX = E^T (Z H)``, ``dH = Z^T (E X)``,
+    then ``dY = dH G`` and ``dG = dH^T Y``."""
+    states, zbuf, blocks, fx, fg, fy, fh, decay_t = ctx.saved_tensors
     decay = ctx.uniform if ctx.uniform is not None else decay_t
     need_u, need_x0, need_w, need_x, need_g, need_y, need_b = ctx.needs_input_grad[:7]
     act, all_states = ctx.act, ctx.all_states
@@ -302,7 +300,7 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
     grads_z = _Rows(states.new_empty(steps if (need_u or need_w or need_b) else 1, bsz,
                                      n_units), steps, p)
     ex = states.new_empty(steps if (need_g or need_y) else 1, bsz, k2)
-    exg = states.new_empty(bsz, k2)
+    fht = fh.T
     gx0 = states.new_empty(bsz, n_units)
     sbuf = states.new_empty(p, bsz, n_units // p)
     sview = sbuf.transpose(0, 1)
@@ -311,8 +309,7 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
     for k in range(steps - 1, -1, -1):
         e, gz_k, ex_k = grads.row(k), grads_z.row(k), ex[k % ex.shape[0]]
         torch.mm(e, fx, out=ex_k)
-        torch.mm(ex_k, fg, out=exg)
-        torch.addmm(e, exg, fy.T, out=gz_k)  # ez = e C
+        torch.addmm(e, ex_k, fht, out=gz_k)  # ez = e C
         dst = grads.row(k - 1) if k > 0 else gx0
         torch.bmm(grads_z.block(k), blocks, out=sbuf)  # ez W_a
         times_slope(act, sview, x3[k], dst.view(shape3))
@@ -323,13 +320,12 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
     grad_x = grad_g = grad_y = grad_w = grad_b = None
     if need_x or need_g or need_y:
         z2 = zbuf.view(rows, n_units)
-        zy = z2 @ fy
         if need_x:
-            grad_x = grads.buf.view(rows, n_units).T @ (zy @ fg.T)
-        if need_g:
-            grad_g = ex.view(rows, k2).T @ zy
-        if need_y:
-            grad_y = z2.T @ (ex.view(rows, k2) @ fg)
+            grad_x = grads.buf.view(rows, n_units).T @ (z2 @ fh)
+        if need_g or need_y:
+            grad_h = z2.T @ ex.view(rows, k2)
+            grad_y = grad_h @ fg if need_y else None
+            grad_g = grad_h.T @ fy if need_g else None
     if need_b:
         grad_b = (grads_z.buf * prev).sum((0, 1))
     if need_w:
@@ -387,9 +383,10 @@ class LowRankRecurrence(torch.autograd.Function):
         need = any(ctx.needs_input_grad[3:6])
         zbuf = drive.new_empty(steps, bsz, n_units) if need else None
         dec = uniform if uniform is not None else decay
+        fh = fy @ fg.T
         last = recurrence_forward(drive, x0, blocks, None, dec, "lowrank", act, states, zbuf,
-                                  (fx, fg, fy))
-        ctx.save_for_backward(states, zbuf, blocks, fx, fg, fy, decay)
+                                  (fx, fh))
+        ctx.save_for_backward(states, zbuf, blocks, fx, fg, fy, fh, decay)
         ctx.uniform, ctx.act, ctx.all_states = uniform, act, all_states
         return states[1:] if all_states else last
 

@@ -441,6 +441,7 @@ class Trainer:
         t = time.time()
         lr = self.optimizer.param_groups[0]["lr"]
         train_loss, train_acc = self.train_epoch(epoch)
+        t_train = time.time()
         if ddp.any_rank(not _params_finite(self.model), info):
             raise TrainingDiverged(f"the weights became NaN/inf in epoch {epoch}")
         self.scheduler.step()
@@ -448,6 +449,7 @@ class Trainer:
         fns = {"loss_fn": self.loss_fn, "metric_fn": self.metric_fn}
         val_loss, val_acc = evaluate(self.model, self.data.val, bs, info.device, info, **fns)
         test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info, **fns)
+        t_eval = time.time()
         record: dict[str, Any] = {
             "epoch": epoch, "train_loss": _finite(train_loss), "train_acc": train_acc,
             "val_loss": _finite(val_loss), "val_acc": val_acc,
@@ -460,7 +462,11 @@ class Trainer:
                 cert = certificate_of(self.model, max_dt=False)
                 self.last_certificate = (epoch, cert)
                 record["certified"], record["margin"] = cert.certified, _finite(cert.margin)
-        record["time"] = time.time() - t
+        end = time.time()
+        # where an epoch's time goes (train steps, validation + test, certificate)
+        record["time_train"], record["time_eval"] = t_train - t, t_eval - t_train
+        record["time_certify"] = end - t_eval
+        record["time"] = end - t
         return record
 
     def _save(self, epoch: int) -> None:
@@ -499,10 +505,12 @@ class Trainer:
             for epoch in range(self.start_epoch + 1, self.cfg.epochs + 1):
                 rec = self.run_epoch(epoch)
                 self.history.append(rec)
+                t_save = time.time()
                 if self._improved(rec):
                     self.best = {k: rec[k] for k in ("epoch", "val_acc", "val_loss", "test_acc")}
                     self._save_best(epoch)
                 self._save(epoch)
+                rec["time_save"] = time.time() - t_save  # in metrics.jsonl (not the checkpoint)
                 if info.is_main:
                     self.rundir.append_metrics(rec)
                     self.reporter.epoch_end(rec)
