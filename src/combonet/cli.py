@@ -66,6 +66,8 @@ _HELP: dict[str, str] = {
                  "unit); started log-spaced in (1, tau_max)",
     "tau_max": "largest time constant (tau in [1, tau_max] when trained)",
     "readout": "last state, mean of all states, or attention (a learned combination)",
+    "eval_test": "best: evaluate the test split at new best-validation epochs and the last "
+                 "(where it is reported); every: every epoch",
     "log_interval": "steps between progress updates (0: none)",
     "certify_every": "certify combo nets every k epochs (0: only at the end)",
     "quiet": "no progress bar and no per-epoch lines",

@@ -43,6 +43,7 @@ SCHEDULES: dict[str, Option] = {
     "cosine": Option("cosine decay to 0 over the epochs, so the result depends on epochs"),
 }
 DEVICES = ("auto", "cpu", "cuda")
+EVAL_TEST = ("best", "every")
 OPTIMIZER_FLAGS = frozenset().union(*(o.flags for o in OPTIMIZERS.values()))
 SCHEDULE_FLAGS = frozenset().union(*(o.flags for o in SCHEDULES.values()))
 
@@ -50,7 +51,7 @@ SCHEDULE_FLAGS = frozenset().union(*(o.flags for o in SCHEDULES.values()))
 #: change): everything else that applies enters :meth:`TrainConfig.fingerprint`. ``epochs``
 #: is runtime only while the schedule does not depend on it (not for ``cosine``).
 RUNTIME_FIELDS = frozenset({"data_dir", "epochs", "out_dir", "device", "threads",
-                            "log_interval", "quiet", "certify_every"})
+                            "log_interval", "quiet", "certify_every", "eval_test"})
 #: What ``--init-from`` keeps from the source run (the model and the data it was trained on).
 INIT_FROM_FIELDS = ("task", "model", "seed", "permutation_seed", "val_fraction",
                     "limit_train", "limit_test")
@@ -108,6 +109,9 @@ class TrainConfig:
     threads: str = "auto"
     log_interval: int = 100
     certify_every: int = 1
+    #: "best": the test split at new best-validation epochs and the last one (where it is
+    #: reported); "every": every epoch (learning curves of test accuracy)
+    eval_test: str = "best"
     quiet: bool = False
     # start from the final weights of a finished run (a new run: fresh optimiser and schedule)
     init_from: str | None = None
@@ -209,6 +213,7 @@ class TrainConfig:
         from ..models.classifier import READOUTS
 
         v.choice("tau_train", self.tau_train, TAU_TRAIN)
+        v.choice("eval_test", self.eval_test, EVAL_TEST)
         v.choice("readout", self.readout, READOUTS)
         if self.coupling_rank is not None:
             v.integer("coupling_rank", self.coupling_rank, 1)

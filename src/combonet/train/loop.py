@@ -448,12 +448,19 @@ class Trainer:
         bs = max(256, cfg.batch_size)
         fns = {"loss_fn": self.loss_fn, "metric_fn": self.metric_fn}
         val_loss, val_acc = evaluate(self.model, self.data.val, bs, info.device, info, **fns)
-        test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info, **fns)
+        test_loss = test_acc = None
+        # the test split is never used for a decision; by default it is evaluated only where
+        # it is reported: at every new best validation epoch and at the last epoch
+        if cfg.eval_test == "every" or epoch == cfg.epochs or \
+                self._improved({"val_acc": val_acc, "val_loss": _finite(val_loss)}):
+            test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info,
+                                           **fns)
         t_eval = time.time()
         record: dict[str, Any] = {
             "epoch": epoch, "train_loss": _finite(train_loss), "train_acc": train_acc,
             "val_loss": _finite(val_loss), "val_acc": val_acc,
-            "test_loss": _finite(test_loss), "test_acc": test_acc, "lr": lr,
+            "test_loss": None if test_loss is None else _finite(test_loss),
+            "test_acc": test_acc, "lr": lr,
         }
         if is_combo(self.model):
             record["certified"], record["margin"] = None, None

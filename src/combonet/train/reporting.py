@@ -195,7 +195,8 @@ def plot_curves(history: list[dict[str, Any]], title: str = "") -> bytes:
     for split in ("train", "val", "test"):
         loss = [np.nan if r[f"{split}_loss"] is None else r[f"{split}_loss"] for r in history]
         ax_l.plot(epochs, loss, marker=".", label=split)
-        ax_a.plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker=".", label=split)
+        acc = [np.nan if r[f"{split}_acc"] is None else 100 * r[f"{split}_acc"] for r in history]
+        ax_a.plot(epochs, acc, marker=".", label=split)
     ax_l.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_l, ax_a):
