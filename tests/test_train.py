@@ -40,7 +40,7 @@ def history(run_dir: Path) -> list[dict]:
 
 
 def strip_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in records]
 
 
 @pytest.fixture(scope="module")
