@@ -411,3 +411,37 @@ def test_resume_and_init_from_exclude_each_other(capsys, tmp_path):
     line = one_line_error(capsys, ["train", "--resume", "--out-dir", str(tmp_path),
                                    "--init-from", str(tmp_path)])
     assert "--resume" in line and "--init-from" in line
+
+
+# -- issue 10: `combonet certify RUN` re-derives everything from the saved tensors -----------
+def test_certify_run_with_edited_weights_names_the_module(capsys, tmp_path):
+    """A user edits one sparse module's W (x3, Theorem 1 fails) in the final checkpoint and
+    re-records its checksum: the weights load (the manifest verifies), and the certificate,
+    recomputed from them, is NOT CERTIFIED with one stderr line naming that module; editing
+    without the manifest is refused as a corrupt file."""
+    import torch
+
+    from combonet.conditions.metzler import theorem1_radius
+    from combonet.train.rundir import CHECKPOINT, RunDir
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out-dir", str(run_dir)]) == 0
+    assert main(["certify", str(run_dir)]) == 0
+    capsys.readouterr()
+    path = run_dir / CHECKPOINT
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    key = "network.systems.1._w"
+    state["model"][key] = state["model"][key] * 3
+    assert theorem1_radius(state["model"][key].double().numpy()) >= 1
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))  # changed, but not re-recorded in the manifest: refused
+    assert main(["certify", str(run_dir)]) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
+    RunDir(run_dir).save_checkpoint(CHECKPOINT, state)  # the edit, with its checksum
+    assert main(["certify", str(run_dir)]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("combonet certify: NOT CERTIFIED: ")
+    assert "systems.1" in lines[0] and "Theorem 1" in lines[0]
+    assert "(certified)" not in out and out.strip().splitlines()[-1].startswith("NOT CERTIFIED")

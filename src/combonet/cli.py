@@ -273,13 +273,16 @@ def cmd_certify(ns: argparse.Namespace) -> int:
               "NOT CERTIFIED")
         return 1
     run = folder.load_model(ns.weights)
-    cert = certificate_of(run.model)
+    cert = certificate_of(run.model)  # re-derived from the saved tensors, as they run
     if ns.json:
         print(cert.to_json(indent=2))
     else:
         print(f"certificate of the {ns.weights} weights (epoch {run.epoch}) of "
               f"{ns.run_dir} ({cfg.model}, {cfg.modules}x{cfg.units}):")
         print(cert.summary())
+    if not cert.certified:  # one line that names the module or condition that fails
+        reason = cert.failures[0] if cert.failures else "the discrete map is not covered"
+        print(f"combonet certify: NOT CERTIFIED: {reason}", file=sys.stderr)
     return 0 if cert.certified else 1
 
 
