@@ -40,6 +40,16 @@ def float64():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def one_thread():
+    """Correctness only: one intra-op thread keeps tests fast on a busy machine (use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype):
     """Temporarily build modules in ``dtype`` (e.g. float32, the dtype models train in)."""

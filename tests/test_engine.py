@@ -17,14 +17,7 @@ from combonet.engine import METHODS, run, run_reference
 from combonet.models import sparse_combo_net
 from combonet.snapshot import Explicit, Node
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Correctness only: one intra-op thread keeps these tests fast on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODES = ("cayley", "euler", "none")

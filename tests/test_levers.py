@@ -12,13 +12,7 @@ from combonet.models.builders import combo_net, module_taus
 from combonet.train import ConfigError, TrainConfig
 from conftest import as_np, check_model_contracts
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_time_constants_stay_in_their_range_under_training():

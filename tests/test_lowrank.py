@@ -23,12 +23,7 @@ from test_soundness import assert_contracts_as_certified
 FAST = settings(max_examples=examples(15), deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def factors(seed: int, n: int = 6, k: int = 4, p: int = 2, bsz: int = 2, steps: int = 4):

@@ -27,12 +27,7 @@ METHODS = st.sampled_from(["cayley", "euler"])
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def metric_dist(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:

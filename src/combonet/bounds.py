@@ -151,6 +151,16 @@ class Normaliser:
         return norm2(self.r), norm2(self.r_inv)
 
 
+def block_norm(block: torch.Tensor, rows: Normaliser, cols: Normaliser) -> float:
+    """``||R_i X R_j^{-1}||_2``: the norm of an off-diagonal block ``X`` from the metric of
+    child ``j`` to that of child ``i``."""
+    if rows.diagonal and cols.diagonal:
+        return norm2(block * (rows.r[:, None] / cols.r[None, :]))
+    ri = rows.r if not rows.diagonal else torch.diag(rows.r)
+    rj_inv = cols.r_inv if not cols.diagonal else torch.diag(1 / cols.r)
+    return norm2(ri @ block @ rj_inv)
+
+
 @dataclass
 class LeafBound:
     """One module in one metric: continuous ``mu``, discrete ``sigma_d`` and ``kappa``."""
@@ -359,14 +369,7 @@ def _hierarchy_rate(node: Node, res: NodeResult, own: torch.Tensor) -> NodeResul
                                     f"({cj.label} -> {ci.label}) breaks the hierarchy")
                 res.rate = -math.inf
                 return res
-            nj = Normaliser(cj.metric)
-            if ni.diagonal and nj.diagonal:
-                scaled = blk * (ni.r[:, None] / nj.r[None, :])
-            else:
-                ri = ni.r if not ni.diagonal else torch.diag(ni.r)
-                rj_inv = nj.r_inv if not nj.diagonal else torch.diag(1 / nj.r)
-                scaled = ri @ blk @ rj_inv
-            t[i, j] = norm2(scaled)
+            t[i, j] = block_norm(blk, ni, Normaliser(cj.metric))
     c = torch.tensor(node.weights, dtype=torch.float64)
     if c.numel() != p or not bool((c > 0).all()) or not bool(torch.isfinite(c).all()):
         res.failures.append(f"{node.label}: no valid metric weights")
@@ -522,14 +525,8 @@ def _factor(node: Node, run: _Map, rates: dict[int, float]) -> tuple[float, floa
             blk = run.matrix[ci.start:ci.stop, cj.start:cj.stop]
             if not bool(blk.any()):
                 continue
-            ni, nj = norms[i], norms[j]
-            if ni.diagonal and nj.diagonal:
-                scaled = blk * (ni.r[:, None] / nj.r[None, :])
-            else:
-                ri = ni.r if not ni.diagonal else torch.diag(ni.r)
-                rj_inv = nj.r_inv if not nj.diagonal else torch.diag(1 / nj.r)
-                scaled = ri @ blk @ rj_inv
-            t[i, j] = norm2(scaled) * (mods[j] if run.mode in ("cayley", "lowrank") else 1.0)
+            gain = block_norm(blk, norms[i], norms[j])
+            t[i, j] = gain * (mods[j] if run.mode in ("cayley", "lowrank") else 1.0)
     c = torch.tensor(node.weights, dtype=torch.float64)
     if c.numel() != p or not bool((c > 0).all()):
         return generic, cnorm

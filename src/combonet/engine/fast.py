@@ -157,6 +157,26 @@ class _Rows:
         return self.blocks[k % len(self.blocks)]
 
 
+class _Workspace:
+    """What every backward pass sets up: sizes, the per-step state views ``y_k`` as
+    (batch, p, n), a (p, batch, n) buffer for ``e W_a`` and the gradient of ``y_0``."""
+
+    def __init__(self, states: torch.Tensor, blocks: torch.Tensor) -> None:
+        steps, self.bsz, self.n_units = states.shape
+        self.steps = steps - 1
+        self.p = blocks.shape[0]
+        self.shape3 = (self.bsz, self.p, self.n_units // self.p)
+        self.states3 = states.view(-1, *self.shape3).unbind(0)
+        self.sbuf = states.new_empty(self.p, self.bsz, self.n_units // self.p)
+        self.sview = self.sbuf.transpose(0, 1)
+        self.gx0 = states.new_empty(self.bsz, self.n_units)
+
+    def rows(self, states: torch.Tensor, keep: bool) -> _Rows:
+        """Per-step rows of a new buffer: all ``steps`` when ``keep``, else a ring of two."""
+        return _Rows(states.new_empty(self.steps if keep else 2, self.bsz, self.n_units),
+                     self.steps, self.p)
+
+
 def _weight_grad(upstream: torch.Tensor, phi: torch.Tensor, p: int) -> torch.Tensor:
     """``dW_a,i = sum over steps and samples of upstream_i^T phi_i`` for every block (one bmm)."""
     rows = upstream.shape[0] * upstream.shape[1]
@@ -175,101 +195,75 @@ def _backward_cayley(ctx: Any, grad_out: torch.Tensor) -> tuple:
     states, zbuf, blocks, kmat, decay_t = ctx.saved_tensors
     decay = ctx.uniform if ctx.uniform is not None else decay_t
     need_u, need_x0, need_w, need_k, need_b = ctx.needs_input_grad[:5]
-    act, all_states = ctx.act, ctx.all_states
-    steps, bsz, n_units = states.shape
-    steps -= 1
-    p = blocks.shape[0]
-    shape3 = (bsz, p, n_units // p)
-    grads = _Rows(states.new_empty(steps if need_k else 2, bsz, n_units), steps, p)
-    grads_z = _Rows(states.new_empty(steps if (need_u or need_w or need_b) else 1, bsz, n_units),
-               steps, p)
-    gx0 = states.new_empty(bsz, n_units)
-    sbuf = states.new_empty(p, bsz, n_units // p)
-    sview = sbuf.transpose(0, 1)
-    x3 = states.view(-1, *shape3).unbind(0)
-    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
-    for k in range(steps - 1, -1, -1):
+    ws = _Workspace(states, blocks)
+    grads = ws.rows(states, need_k)
+    grads_z = _Rows(states.new_empty(ws.steps if (need_u or need_w or need_b) else 1, ws.bsz,
+                                     ws.n_units), ws.steps, ws.p)
+    go = _seed(grad_out, ctx.all_states, grads.row(ws.steps - 1), ws.steps)
+    for k in range(ws.steps - 1, -1, -1):
         gz_k = grads_z.row(k)
         torch.mm(grads.row(k), kmat, out=gz_k)  # ez = e C
-        dst = grads.row(k - 1) if k > 0 else gx0
-        torch.bmm(grads_z.block(k), blocks, out=sbuf)  # ez W_a
-        times_slope(act, sview, x3[k], dst.view(shape3))
+        dst = grads.row(k - 1) if k > 0 else ws.gx0
+        torch.bmm(grads_z.block(k), blocks, out=ws.sbuf)  # ez W_a
+        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
         add_decay(dst, gz_k, decay)
-        if all_states and k > 0:
+        if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
-    rows, prev = steps * bsz, states[:-1]
+    rows, prev = ws.steps * ws.bsz, states[:-1]
     grad_k = grad_w = grad_b = None
     if need_k:  # dC = E^T Z
-        grad_k = grads.buf.view(rows, n_units).T @ zbuf.view(rows, n_units)
+        grad_k = grads.buf.view(rows, ws.n_units).T @ zbuf.view(rows, ws.n_units)
     if need_b:
         grad_b = (grads_z.buf * prev).sum((0, 1))
     if need_w:  # phi(Y) into E once dC is done (same shape), else a new buffer
-        phi = grads.buf if grads.buf.shape[0] == steps else torch.empty_like(prev)
-        activate_all(act, prev, phi)
-        grad_w = _weight_grad(grads_z.buf, phi, p)
+        phi = grads.buf if grads.buf.shape[0] == ws.steps else torch.empty_like(prev)
+        activate_all(ctx.act, prev, phi)
+        grad_w = _weight_grad(grads_z.buf, phi, ws.p)
         del phi
     grad_u = grads_z.buf.transpose(0, 1) if need_u else None
-    return grad_u, gx0 if need_x0 else None, grad_w, grad_k, grad_b
+    return grad_u, ws.gx0 if need_x0 else None, grad_w, grad_k, grad_b
 
 
 def _backward_euler(ctx: Any, grad_out: torch.Tensor) -> tuple:
     states, _, blocks, kmat, _ = ctx.saved_tensors
     need_u, need_x0, need_w, need_k, _ = ctx.needs_input_grad[:5]
-    act, all_states = ctx.act, ctx.all_states
-    steps, bsz, n_units = states.shape
-    steps -= 1
-    p = blocks.shape[0]
-    shape3 = (bsz, p, n_units // p)
-    keep = need_k or need_u or need_w
-    grads = _Rows(states.new_empty(steps if keep else 2, bsz, n_units), steps, p)
-    gx0 = states.new_empty(bsz, n_units)
-    sbuf = states.new_empty(p, bsz, n_units // p)
-    sview = sbuf.transpose(0, 1)
-    tmp = states.new_empty(bsz, n_units)
-    x3 = states.view(-1, *shape3).unbind(0)
-    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
-    for k in range(steps - 1, -1, -1):
-        dst = grads.row(k - 1) if k > 0 else gx0
-        torch.bmm(grads.block(k), blocks, out=sbuf)  # e W_a
-        times_slope(act, sview, x3[k], tmp.view(shape3))
+    ws = _Workspace(states, blocks)
+    grads = ws.rows(states, need_k or need_u or need_w)
+    tmp = states.new_empty(ws.bsz, ws.n_units)
+    go = _seed(grad_out, ctx.all_states, grads.row(ws.steps - 1), ws.steps)
+    for k in range(ws.steps - 1, -1, -1):
+        dst = grads.row(k - 1) if k > 0 else ws.gx0
+        torch.bmm(grads.block(k), blocks, out=ws.sbuf)  # e W_a
+        times_slope(ctx.act, ws.sview, ws.states3[k], tmp.view(ws.shape3))
         torch.addmm(tmp, grads.row(k), kmat, out=dst)  # + e A_e
-        if all_states and k > 0:
+        if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
-    rows, prev = steps * bsz, states[:-1]
+    rows, prev = ws.steps * ws.bsz, states[:-1]
     grad_k = grad_w = None
     if need_k:  # dA_e = E^T Y
-        grad_k = grads.buf.view(rows, n_units).T @ prev.reshape(rows, n_units)
+        grad_k = grads.buf.view(rows, ws.n_units).T @ prev.reshape(rows, ws.n_units)
     if need_w:
         phi = torch.empty_like(prev)
-        activate_all(act, prev, phi)
-        grad_w = _weight_grad(grads.buf, phi, p)
+        activate_all(ctx.act, prev, phi)
+        grad_w = _weight_grad(grads.buf, phi, ws.p)
         del phi
     grad_u = grads.buf.transpose(0, 1) if need_u else None
-    return grad_u, gx0 if need_x0 else None, grad_w, grad_k, None
+    return grad_u, ws.gx0 if need_x0 else None, grad_w, grad_k, None
 
 
 def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
     states, _, blocks, _, decay_t = ctx.saved_tensors
     decay = ctx.uniform if ctx.uniform is not None else decay_t
     need_u, need_x0, need_w, _, need_b = ctx.needs_input_grad[:5]
-    act, all_states = ctx.act, ctx.all_states
-    steps, bsz, n_units = states.shape
-    steps -= 1
-    p = blocks.shape[0]
-    shape3 = (bsz, p, n_units // p)
-    keep = need_u or need_w or need_b
-    grads = _Rows(states.new_empty(steps if keep else 2, bsz, n_units), steps, p)
-    gx0 = states.new_empty(bsz, n_units)
-    sbuf = states.new_empty(p, bsz, n_units // p)
-    sview = sbuf.transpose(0, 1)
-    x3 = states.view(-1, *shape3).unbind(0)
-    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
-    for k in range(steps - 1, -1, -1):
-        dst = grads.row(k - 1) if k > 0 else gx0
-        torch.bmm(grads.block(k), blocks, out=sbuf)  # e W_a
-        times_slope(act, sview, x3[k], dst.view(shape3))
+    ws = _Workspace(states, blocks)
+    grads = ws.rows(states, need_u or need_w or need_b)
+    go = _seed(grad_out, ctx.all_states, grads.row(ws.steps - 1), ws.steps)
+    for k in range(ws.steps - 1, -1, -1):
+        dst = grads.row(k - 1) if k > 0 else ws.gx0
+        torch.bmm(grads.block(k), blocks, out=ws.sbuf)  # e W_a
+        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
         add_decay(dst, grads.row(k), decay)
-        if all_states and k > 0:
+        if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
     prev = states[:-1]
     grad_w = grad_b = None
@@ -277,11 +271,11 @@ def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
         grad_b = (grads.buf * prev).sum((0, 1))
     if need_w:
         phi = torch.empty_like(prev)
-        activate_all(act, prev, phi)
-        grad_w = _weight_grad(grads.buf, phi, p)
+        activate_all(ctx.act, prev, phi)
+        grad_w = _weight_grad(grads.buf, phi, ws.p)
         del phi
     grad_u = grads.buf.transpose(0, 1) if need_u else None
-    return grad_u, gx0 if need_x0 else None, grad_w, None, grad_b
+    return grad_u, ws.gx0 if need_x0 else None, grad_w, None, grad_b
 
 
 def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
@@ -291,37 +285,30 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
     states, zbuf, blocks, fx, fg, fy, fh, decay_t = ctx.saved_tensors
     decay = ctx.uniform if ctx.uniform is not None else decay_t
     need_u, need_x0, need_w, need_x, need_g, need_y, need_b = ctx.needs_input_grad[:7]
-    act, all_states = ctx.act, ctx.all_states
-    steps, bsz, n_units = states.shape
-    steps -= 1
-    p, k2 = blocks.shape[0], fx.shape[1]
-    shape3 = (bsz, p, n_units // p)
-    grads = _Rows(states.new_empty(steps if need_x else 2, bsz, n_units), steps, p)
-    grads_z = _Rows(states.new_empty(steps if (need_u or need_w or need_b) else 1, bsz,
-                                     n_units), steps, p)
-    ex = states.new_empty(steps if (need_g or need_y) else 1, bsz, k2)
+    ws = _Workspace(states, blocks)
+    k2 = fx.shape[1]
+    grads = ws.rows(states, need_x)
+    grads_z = _Rows(states.new_empty(ws.steps if (need_u or need_w or need_b) else 1, ws.bsz,
+                                     ws.n_units), ws.steps, ws.p)
+    ex = states.new_empty(ws.steps if (need_g or need_y) else 1, ws.bsz, k2)
     fht = fh.T
-    gx0 = states.new_empty(bsz, n_units)
-    sbuf = states.new_empty(p, bsz, n_units // p)
-    sview = sbuf.transpose(0, 1)
-    x3 = states.view(-1, *shape3).unbind(0)
-    go = _seed(grad_out, all_states, grads.row(steps - 1), steps)
-    for k in range(steps - 1, -1, -1):
+    go = _seed(grad_out, ctx.all_states, grads.row(ws.steps - 1), ws.steps)
+    for k in range(ws.steps - 1, -1, -1):
         e, gz_k, ex_k = grads.row(k), grads_z.row(k), ex[k % ex.shape[0]]
         torch.mm(e, fx, out=ex_k)
         torch.addmm(e, ex_k, fht, out=gz_k)  # ez = e C
-        dst = grads.row(k - 1) if k > 0 else gx0
-        torch.bmm(grads_z.block(k), blocks, out=sbuf)  # ez W_a
-        times_slope(act, sview, x3[k], dst.view(shape3))
+        dst = grads.row(k - 1) if k > 0 else ws.gx0
+        torch.bmm(grads_z.block(k), blocks, out=ws.sbuf)  # ez W_a
+        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
         add_decay(dst, gz_k, decay)
-        if all_states and k > 0:
+        if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
-    rows, prev = steps * bsz, states[:-1]
+    rows, prev = ws.steps * ws.bsz, states[:-1]
     grad_x = grad_g = grad_y = grad_w = grad_b = None
     if need_x or need_g or need_y:
-        z2 = zbuf.view(rows, n_units)
+        z2 = zbuf.view(rows, ws.n_units)
         if need_x:
-            grad_x = grads.buf.view(rows, n_units).T @ (z2 @ fh)
+            grad_x = grads.buf.view(rows, ws.n_units).T @ (z2 @ fh)
         if need_g or need_y:
             grad_h = z2.T @ ex.view(rows, k2)
             grad_y = grad_h @ fg if need_y else None
@@ -329,12 +316,12 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
     if need_b:
         grad_b = (grads_z.buf * prev).sum((0, 1))
     if need_w:
-        phi = grads.buf if grads.buf.shape[0] == steps else torch.empty_like(prev)
-        activate_all(act, prev, phi)
-        grad_w = _weight_grad(grads_z.buf, phi, p)
+        phi = grads.buf if grads.buf.shape[0] == ws.steps else torch.empty_like(prev)
+        activate_all(ctx.act, prev, phi)
+        grad_w = _weight_grad(grads_z.buf, phi, ws.p)
         del phi
     grad_u = grads_z.buf.transpose(0, 1) if need_u else None
-    return grad_u, gx0 if need_x0 else None, grad_w, grad_x, grad_g, grad_y, grad_b
+    return grad_u, ws.gx0 if need_x0 else None, grad_w, grad_x, grad_g, grad_y, grad_b
 
 
 BACKWARD = {"cayley": _backward_cayley, "euler": _backward_euler, "none": _backward_none}
