@@ -171,6 +171,14 @@ class _Workspace:
         self.sview = self.sbuf.transpose(0, 1)
         self.gx0 = states.new_empty(self.bsz, self.n_units)
 
+    def through_modules(self, upstream: _Rows, k: int, blocks: torch.Tensor, act: Activation,
+                        decay: Decay, dst: torch.Tensor) -> None:
+        """``dst = (ez W_a) * phi'(y_k) + b * ez`` for ``ez = upstream.row(k)``: the gradient
+        through step ``k``'s module map ``z = b * y + W_a phi(y) + d``."""
+        torch.bmm(upstream.block(k), blocks, out=self.sbuf)
+        times_slope(act, self.sview, self.states3[k], dst.view(self.shape3))
+        add_decay(dst, upstream.row(k), decay)
+
     def rows(self, states: torch.Tensor, keep: bool) -> _Rows:
         """Per-step rows of a new buffer: all ``steps`` when ``keep``, else a ring of two."""
         return _Rows(states.new_empty(self.steps if keep else 2, self.bsz, self.n_units),
@@ -204,9 +212,7 @@ def _backward_cayley(ctx: Any, grad_out: torch.Tensor) -> tuple:
         gz_k = grads_z.row(k)
         torch.mm(grads.row(k), kmat, out=gz_k)  # ez = e C
         dst = grads.row(k - 1) if k > 0 else ws.gx0
-        torch.bmm(grads_z.block(k), blocks, out=ws.sbuf)  # ez W_a
-        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
-        add_decay(dst, gz_k, decay)
+        ws.through_modules(grads_z, k, blocks, ctx.act, decay, dst)
         if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
     rows, prev = ws.steps * ws.bsz, states[:-1]
@@ -260,9 +266,7 @@ def _backward_none(ctx: Any, grad_out: torch.Tensor) -> tuple:
     go = _seed(grad_out, ctx.all_states, grads.row(ws.steps - 1), ws.steps)
     for k in range(ws.steps - 1, -1, -1):
         dst = grads.row(k - 1) if k > 0 else ws.gx0
-        torch.bmm(grads.block(k), blocks, out=ws.sbuf)  # e W_a
-        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
-        add_decay(dst, grads.row(k), decay)
+        ws.through_modules(grads, k, blocks, ctx.act, decay, dst)
         if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
     prev = states[:-1]
@@ -298,9 +302,7 @@ def _backward_lowrank(ctx: Any, grad_out: torch.Tensor) -> tuple:
         torch.mm(e, fx, out=ex_k)
         torch.addmm(e, ex_k, fht, out=gz_k)  # ez = e C
         dst = grads.row(k - 1) if k > 0 else ws.gx0
-        torch.bmm(grads_z.block(k), blocks, out=ws.sbuf)  # ez W_a
-        times_slope(ctx.act, ws.sview, ws.states3[k], dst.view(ws.shape3))
-        add_decay(dst, gz_k, decay)
+        ws.through_modules(grads_z, k, blocks, ctx.act, decay, dst)
         if ctx.all_states and k > 0:
             dst.add_(go[k - 1])
     rows, prev = ws.steps * ws.bsz, states[:-1]
