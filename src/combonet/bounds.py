@@ -35,7 +35,10 @@ dt))``; hierarchy: comparison matrix ``T_ii = -lam_i``, ``T_ij = ||R_i K_ij R_j^
 (``i > j``) in the candidate weights ``c``: ``lam = -lambda_max(sym(C^{1/2} T C^{-1/2}))``.
 Maps: cayley ``rho <= ||C~|| max_i rho_i``; euler the module bound with ``X = K + W_a D``:
 ``sigma_d <= max_i sigma_d,i + lambda_max(sym(A^{-1/2} B K~ A^{-1/2}))``,
-``kappa <= max_i kappa_i + ||K~ A^{-1/2}||``. For ``N <= EXACT_MAX_N`` the factor is also
+``kappa <= max_i kappa_i + ||K~ A^{-1/2}||``. A hierarchy whose map is block lower triangular
+(the Cayley ``C`` of a block-lower ``K`` is) also gets the discrete comparison rule: its
+children's factors on the diagonal and the gains of its blocks below, in its weights ``c``
+(:func:`_factor`); the smaller bound is kept. For ``N <= EXACT_MAX_N`` the factor is also
 computed exactly at all ``2^N`` vertices of the slope box (the map's Jacobian is affine in
 ``D``, so its norm is largest at a vertex).
 
