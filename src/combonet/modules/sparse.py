@@ -15,14 +15,15 @@ from .base import ContractingModule
 
 def sample_sparse_weight(n: int, density: float, magnitude: float, rng: np.random.Generator,
                          zero_diagonal: bool = True) -> np.ndarray:
-    """A random sparse ``n x n`` matrix: ``round(density n^2)`` entries ``U(-1, 1) * magnitude``."""
-    positions = [(i, j) for i in range(n) for j in range(n) if not (zero_diagonal and i == j)]
+    """A random sparse ``n x n`` matrix: ``round(density n^2)`` entries ``U(-1, 1) * magnitude``
+    at positions drawn without replacement (off the diagonal when ``zero_diagonal``)."""
+    positions = np.arange(n * n)
+    if zero_diagonal:
+        positions = positions[positions // n != positions % n]
     k = min(len(positions), max(1, round(density * n * n)))
     w = np.zeros((n, n))
     chosen = rng.choice(len(positions), size=k, replace=False)
-    for idx in chosen:
-        i, j = positions[idx]
-        w[i, j] = rng.uniform(-1.0, 1.0) * magnitude
+    w.flat[positions[chosen]] = rng.uniform(-1.0, 1.0, size=k) * magnitude
     return w
 
 
