@@ -35,7 +35,8 @@ def area_pca(model: Any, trials: Any, area_map: Any = None, *, by: str = "choice
     """PCA of each area's states (``area_map`` slices; the whole network when ``None``), with
     trajectories averaged over the trials of each condition ``by`` up to their shortest
     length (trials aligned at their start)."""
-    x = (model_states(model, trials) if states is None else states).numpy()
+    # float64: the explained-variance ratios of a float32 fit can sum to 1 + 1e-7
+    x = (model_states(model, trials) if states is None else states).double().numpy()
     valid = trials.valid.numpy()
     if area_map is None:
         slices = {"network": slice(0, x.shape[2])}
