@@ -502,33 +502,56 @@ class Trainer:
             return rec["val_acc"] > self.best["val_acc"]
         return (rec["val_loss"] or math.inf) < (self.best["val_loss"] or math.inf)
 
+    def begin(self) -> None:
+        """Tell the reporter the run starts (what :meth:`loop` does first)."""
+        if self.info.is_main:
+            self.reporter.start(RunStart(self.run_dir, self.cfg, self.params, self.start_epoch,
+                                         self.resume, self.init_from))
+
+    def next_epoch(self) -> int | None:
+        """The epoch :meth:`advance` trains next, or ``None`` when all are done."""
+        done = self.history[-1]["epoch"] if self.history else self.start_epoch
+        return done + 1 if done < self.cfg.epochs else None
+
+    def advance(self) -> dict[str, Any]:
+        """Train, evaluate and certify one epoch, then save its checkpoint (and ``best.pt`` at a
+        new best validation accuracy); returns the epoch's record. Raises
+        :class:`TrainingDiverged` when the loss or the weights stop being finite."""
+        epoch = self.next_epoch()
+        if epoch is None:
+            raise RuntimeError(f"all {self.cfg.epochs} epochs are done")
+        rec = self.run_epoch(epoch)
+        self.history.append(rec)
+        t_save = time.time()
+        if self._improved(rec):
+            self.best = {k: rec[k] for k in ("epoch", "val_acc", "val_loss", "test_acc")}
+            self._save_best(epoch)
+        self._save(epoch)
+        rec["time_save"] = time.time() - t_save  # in metrics.jsonl (not the checkpoint)
+        if self.info.is_main:
+            self.rundir.append_metrics(rec)
+            self.reporter.epoch_end(rec)
+        return rec
+
     def loop(self) -> RunResult:
         """Train the remaining epochs; returns the result (finished or diverged)."""
         info = self.info
-        if info.is_main:
-            self.reporter.start(RunStart(self.run_dir, self.cfg, self.params, self.start_epoch,
-                                         self.resume, self.init_from))
+        self.begin()
         try:
-            for epoch in range(self.start_epoch + 1, self.cfg.epochs + 1):
-                rec = self.run_epoch(epoch)
-                self.history.append(rec)
-                t_save = time.time()
-                if self._improved(rec):
-                    self.best = {k: rec[k] for k in ("epoch", "val_acc", "val_loss", "test_acc")}
-                    self._save_best(epoch)
-                self._save(epoch)
-                rec["time_save"] = time.time() - t_save  # in metrics.jsonl (not the checkpoint)
-                if info.is_main:
-                    self.rundir.append_metrics(rec)
-                    self.reporter.epoch_end(rec)
+            while self.next_epoch() is not None:
+                self.advance()
             ddp.barrier(info)
             result = self.finish("finished")
         except TrainingDiverged as err:
-            result = self.finish("diverged", f"{err}; stopping. {self._kept()}. Lower --lr or "
-                                 "set --grad-clip.")
+            result = self.diverged(err)
         if info.is_main:
             self.reporter.end(result)
         return result
+
+    def diverged(self, err: TrainingDiverged) -> RunResult:
+        """End the run after a divergence (the summary says what is kept)."""
+        return self.finish("diverged", f"{err}; stopping. {self._kept()}. Lower --lr or set "
+                           "--grad-clip.")
 
     def _kept(self) -> str:
         """What is left on disk after a divergence: the last *verified, finite* checkpoint."""
@@ -546,7 +569,7 @@ class Trainer:
         summary: dict[str, Any] = {}
         if self.info.is_main:
             summary = self.write_summary(status, message)
-        code = 0 if status == "finished" else 1
+        code = 0 if status in ("finished", "stopped") else 1
         return RunResult(self.run_dir, status, code, summary, message, self.certificate,
                          list(self.history))
 
@@ -556,7 +579,7 @@ class Trainer:
         if self.best is not None:
             best = next(r for r in self.history if r["epoch"] == self.best["epoch"])
         cert = None
-        if status == "finished" and is_combo(self.model):
+        if status in ("finished", "stopped") and is_combo(self.model):
             c = certificate_of(self.model)  # the final one, with the largest covered step
             cert = c.to_dict()
             self.rundir.write_certificate(cert)

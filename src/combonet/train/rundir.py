@@ -298,7 +298,8 @@ class RunDir:
         return _dict(self._read_json(SUMMARY, "run summary"), self.file(SUMMARY), "a summary")
 
     def status(self) -> str | None:
-        """``finished``, ``diverged`` or None (running, interrupted or never started)."""
+        """``finished``, ``stopped`` (a time budget ended it, ``combonet compare``), ``diverged``
+        or None (running, interrupted or never started)."""
         s = self.summary()
         return None if s is None else s.get("status")
 
