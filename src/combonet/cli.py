@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _delegate(subs.add_parser("bench", help="benchmark the recurrence engine"), "bench")
     _delegate(subs.add_parser("experiment", help="run the paper's experiments"), "experiments")
+    _delegate(subs.add_parser("compare", help="train a certified config and GRU/LSTM baselines "
+                              "side by side (test accuracy against wall time)"), "compare")
+    _delegate(subs.add_parser("tune", help="tune a configuration with Optuna (validation "
+                              "accuracy, median pruning, resumable SQLite study)"), "tune")
     return parser
 
 
