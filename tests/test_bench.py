@@ -133,18 +133,77 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_coupling_rank_is_passed_to_the_builder(capsys):
-    """``--coupling-rank`` reaches the builder; a core without the option gives a clear
-    usage error instead of a traceback."""
-    try:
-        sparse_combo_net(2, 4, coupling_rank=1)
-    except TypeError:
-        assert bench.main_from_args(parse([*TINY, "--coupling-rank", "2"])) == 2
-        assert "--coupling-rank" in capsys.readouterr().err
-    else:
-        r = run_json(["--coupling-rank", "2", "--skip", "rebuild,gru,lstm"], capsys)
-        assert r["config"]["coupling_rank"] == 2
-        assert r["rel_err_vs_careful"]["engine"]["grads"] < 1e-5
+def test_coupling_rank_runs_dense_and_low_rank_side_by_side(capsys):
+    """``--coupling-rank`` reaches the builder, and the same run times the dense-coupling net
+    of the same shape (``engine-dense``, checked against its own careful loop) alternating
+    with the others; the report gives the dense / low-rank ratio and the FLOP formula of
+    each coupling."""
+    r = run_json(["--coupling-rank", "2", "--skip", "rebuild,gru,lstm", "--repeats", "2"],
+                 capsys)
+    cfg = r["config"]
+    assert cfg["coupling_rank"] == 2 and cfg["running_rank"] == 2
+    assert list(r["time_train_s"]) == ["engine", "engine-dense", "careful"]
+    for name in ("engine", "engine-dense"):
+        e = r["rel_err_vs_careful"][name]
+        assert e["logits"] < 1e-5 and e["grads"] < 1e-5
+        assert len(r["times_train_s"][name]) == 2  # alternated in every repeat
+    low = count_parameters(sparse_combo_net(4, 8, density=0.033, magnitude=3.0,
+                                            coupling_rank=2))["total"]
+    dense = count_parameters(sparse_combo_net(4, 8, density=0.033, magnitude=3.0))["total"]
+    assert r["parameters"]["combo"] == low and r["parameters"]["engine-dense"] == dense != low
+    t = r["time_train_s"]
+    assert math.isclose(r["dense_over_low_rank"]["train"], t["engine-dense"] / t["engine"])
+    assert math.isclose(r["dense_over_low_rank"]["forward"],
+                        r["time_forward_s"]["engine-dense"] / r["time_forward_s"]["engine"])
+    n_units, block, steps, bsz = 32, 8, 20, 4
+    assert r["flops_forward"] == bench.recurrence_flops(bsz, steps, n_units, block, rank=2)
+    assert r["flops_forward_by"]["engine-dense"] == bench.recurrence_flops(bsz, steps, n_units,
+                                                                           block)
+    assert r["flops_train_by"]["engine-dense"] == bench.train_flops(bsz, steps, n_units, block,
+                                                                    False)
+    assert r["flops_train_by"]["engine"] == r["flops_train"] == bench.train_flops(
+        bsz, steps, n_units, block, False, rank=2)
+    assert bench.main_from_args(parse([*TINY, "--coupling-rank", "2", "--skip",
+                                       "rebuild,gru,lstm"])) == 0
+    out = capsys.readouterr().out
+    low_line = next(x for x in out.splitlines() if x.startswith("recurrence FLOPs"))
+    assert "low-rank coupling, r = 2" in low_line and "T(8BNr + 2BNn)" in low_line
+    assert "T(12BNr)" in low_line and "BN^2" not in low_line
+    dense_line = next(x for x in out.splitlines() if "engine-dense (dense coupling)" in x)
+    assert "T(2BN^2 + 2BNn)" in dense_line
+    assert "dense coupling against rank 2" in out
+
+
+def test_flop_header_of_a_dense_coupling(capsys):
+    """Without a low-rank step the header gives the dense formula: the default coupling, and
+    a rank-2 coupling under the Euler map (which the engine runs through the dense ``A_e``)."""
+    for extra in ([], ["--coupling-rank", "2", "--method", "euler"]):
+        assert bench.main_from_args(parse([*TINY, *extra, "--skip", "rebuild,gru,lstm,"
+                                           "engine-dense"])) == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("recurrence FLOPs"))
+        assert "(dense coupling)" in line and "T(2BN^2 + 2BNn)" in line and "BNr" not in line
+        assert "engine-dense" not in out
+
+
+def test_dense_twin_disagreement_is_reported(capsys, monkeypatch):
+    """The dense net's own check can fail: its careful loop off by 1 % makes the bench exit 1
+    naming ``engine-dense``, while the low-rank engine still agrees with its careful loop."""
+    real = contenders.CarefulLoop.forward
+
+    def off_when_dense(self, inputs):
+        out = real(self, inputs)
+        return out if self.model.network.rank is not None else 1.01 * out
+
+    monkeypatch.setattr(contenders.CarefulLoop, "forward", off_when_dense)
+    argv = [*TINY, "--coupling-rank", "2", "--skip", "rebuild,gru,lstm", "--json"]
+    assert bench.main_from_args(parse(argv)) == 1
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
+    assert r["rel_err_vs_careful"]["engine"]["logits"] < 1e-5
+    assert r["rel_err_vs_careful"]["engine-dense"]["logits"] > 1e-3
+    assert "engine-dense and the careful loop of the dense net disagree" in captured.err
+    assert "engine and the careful loop" not in captured.err
 
 
 def test_bad_skip_is_a_usage_error(capsys):
@@ -152,6 +211,7 @@ def test_bad_skip_is_a_usage_error(capsys):
         parse(["--skip", "engine"])
     assert stop.value.code == 2
     assert "rebuild" in capsys.readouterr().err
+    assert parse(["--skip", "engine-dense,gru"]).skip == ["engine-dense", "gru"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -140,3 +140,52 @@ def test_apply_threads_sets_torch():
         assert apply_threads("auto", units=8, batch=1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(old)
+
+
+# -- the work of the step the engine runs ------------------------------------------------------
+def test_step_work_is_half_the_coupling_flops():
+    """The rule's work is the multiply-adds of the coupling's per-step products: half of the
+    coupling FLOPs of combonet.bench.flops (checked against torch's FlopCounterMode on what the
+    engine runs, tests/test_bench.py), dense and low-rank."""
+    from combonet.bench.flops import recurrence_flops
+
+    for units, batch, rank in [(512, 128, None), (512, 128, 16), (32, 4, 2), (256, 64, 8)]:
+        coupling = (recurrence_flops(batch, 1, units, 1, rank=rank)
+                    - recurrence_flops(batch, 1, units, 1, coupled=False))
+        assert 2 * threads.step_work(units, batch, rank) == coupling
+
+
+def test_low_rank_step_is_sized_by_its_own_work():
+    """psMNIST's 16x32 net at batch 128: the dense step (32 Mi multiply-adds) uses both cores
+    of an idle 2-core machine; with a rank-16 coupling the step is 4 Mi and runs on one."""
+    assert resolve_threads("auto", units=512, batch=128, cores=2) == 2
+    assert resolve_threads("auto", units=512, batch=128, cores=2, rank=None) == 2
+    assert resolve_threads("auto", units=512, batch=128, cores=2, rank=16) == 1
+    assert resolve_threads("auto", units=512, batch=128, cores=2, rank=64) == 1  # 16 Mi
+    assert resolve_threads("auto", units=512, batch=128, cores=2, rank=128) == 2  # 32 Mi
+    assert resolve_threads(2, units=512, batch=128, cores=2, rank=16) == 2  # a number wins
+    old = torch.get_num_threads()
+    try:
+        assert apply_threads("auto", units=512, batch=128, cores=2, busy=0.0, rank=16) == 1
+        assert torch.get_num_threads() == 1
+        assert apply_threads("auto", units=512, batch=128, cores=2, busy=0.0) == 2
+    finally:
+        torch.set_num_threads(old)
+    with pytest.raises(ValueError, match="rank must be an integer >= 1"):
+        resolve_threads("auto", units=512, batch=128, rank=0)
+
+
+def test_running_rank_is_the_step_the_engine_runs():
+    """``running_rank``: the rank for the factored Cayley step, None where the engine runs a
+    dense coupling (dense B, the Euler map, a lesioned low-rank coupling, no snapshot)."""
+    from combonet.models import GRUClassifier, sparse_combo_net
+
+    low = sparse_combo_net(4, 8, density=0.2, coupling_rank=3, seed=0)
+    assert low.snapshot().mode == "lowrank" and threads.running_rank(low) == 3
+    assert threads.running_rank(sparse_combo_net(4, 8, density=0.2, seed=0)) is None
+    euler = sparse_combo_net(4, 8, density=0.2, coupling_rank=3, method="euler", seed=0)
+    assert threads.running_rank(euler) is None
+    with torch.no_grad():
+        low.network.mask[:8, 8:16] = 0  # a pathway lesioned: the dense path runs
+    assert threads.running_rank(low) is None
+    assert threads.running_rank(GRUClassifier(1, 4, 10)) is None

@@ -1,11 +1,13 @@
 """How many intra-op threads torch uses: ``--threads auto`` (the default rule) or a number.
 
 The rule (``auto``) gives each thread at least :data:`WORK_PER_THREAD` multiply-adds of the
-recurrence's largest per-step matrix product, ``batch x N x N`` (the coupling product
-``x C^T``, DESIGN.md §1-2), and never more threads than there are cores left free by other
-processes::
+recurrence's per-step coupling products (:func:`step_work`): ``batch x N x N`` for a dense
+coupling (the product ``z C^T``, DESIGN.md §1-2), ``4 x batch x N x r`` for a rank-``r``
+coupling run factored (``(z H) X^T`` with ``k = 2r`` columns: two ``batch x N x k``
+products), and never more threads than there are cores left free by other processes::
 
-    threads = clamp(batch * N^2 // WORK_PER_THREAD, 1, free cores)
+    threads = clamp(step_work // WORK_PER_THREAD, 1, free cores)
+    step_work = batch * N^2  (dense)   or   batch * N * 4r  (rank r, cayley)
     free cores = cores available to this process - CPUs' worth used by other processes
                  (rounded to the nearest core, at least 1)
 
@@ -25,8 +27,8 @@ import time
 
 import torch
 
-#: Multiply-adds of one ``(batch x N) @ (N x N)`` product per thread below which another
-#: thread does not pay (benchmarks/README.md, "Threads").
+#: Multiply-adds of the per-step coupling products (:func:`step_work`) per thread below which
+#: another thread does not pay (benchmarks/README.md, "Threads").
 WORK_PER_THREAD = 16 * 2**20
 #: Window of :func:`other_busy_cores` when :func:`apply_threads` measures it, seconds.
 LOAD_WINDOW_S = 0.25
@@ -40,9 +42,31 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def step_work(units: int, batch: int) -> int:
-    """Multiply-adds of the recurrence's largest per-step product, ``batch * N^2``."""
-    return batch * units * units
+def step_work(units: int, batch: int, rank: int | None = None) -> int:
+    """Multiply-adds of the recurrence's per-step coupling products: ``batch * N^2`` for a
+    dense coupling (``rank=None``), ``batch * N * 4 rank`` for a rank-``r`` coupling that the
+    engine runs factored (``y+ = z + (z H) X^T``, ``H``, ``X`` of ``k = 2r`` columns; half of
+    :func:`combonet.bench.flops.recurrence_flops`'s coupling FLOPs, which a test checks
+    against torch's FLOP counter)."""
+    if rank is None:
+        return batch * units * units
+    return batch * units * 4 * rank
+
+
+def running_rank(model: object) -> int | None:
+    """The coupling rank the engine runs for ``model`` (a :class:`SequenceClassifier` or
+    anything with ``snapshot()``): ``r`` when its snapshot is the factored low-rank Cayley
+    step (``k = 2r`` factor columns), else ``None`` (dense coupling, the Euler map, a
+    lesioned low-rank coupling, or a model without a snapshot, e.g. a GRU). Pass it as
+    ``rank=`` to :func:`resolve_threads` / :func:`apply_threads`."""
+    snapshot = getattr(model, "snapshot", None)
+    if snapshot is None:
+        return None
+    with torch.no_grad():
+        snap = snapshot()
+    if getattr(snap, "mode", None) != "lowrank" or snap.factors is None:
+        return None
+    return (int(snap.factors[0].shape[1]) + 1) // 2
 
 
 # -- the load of other processes --------------------------------------------------------------
@@ -128,35 +152,41 @@ def free_cores(cores: int, busy: float) -> int:
 
 
 def resolve_threads(setting: int | str | None, *, units: int, batch: int,
-                    cores: int | None = None, busy: float = 0.0) -> int:
+                    cores: int | None = None, busy: float = 0.0,
+                    rank: int | None = None) -> int:
     """The thread count for ``setting``: a number as given; ``"auto"`` / ``None`` by the rule
-    of the module docstring for a network of ``units`` (N) units run on ``batch`` samples,
-    with ``cores`` available (default :func:`available_cores`) of which other processes use
+    of the module docstring for a network of ``units`` (N) units run on ``batch`` samples
+    (with a factored coupling of rank ``rank``: :func:`running_rank`; ``None``: dense), with
+    ``cores`` available (default :func:`available_cores`) of which other processes use
     ``busy`` CPUs' worth. Pure: measures nothing (see :func:`apply_threads`)."""
     fixed = parse_threads(setting)
     _count("units", units)
     _count("batch", batch)
+    if rank is not None:
+        _count("rank", rank)
     if fixed is not None:
         return fixed
     limit = free_cores(available_cores() if cores is None else _count("cores", cores), busy)
-    return max(1, min(limit, step_work(units, batch) // WORK_PER_THREAD))
+    return max(1, min(limit, step_work(units, batch, rank) // WORK_PER_THREAD))
 
 
 def apply_threads(setting: int | str | None, *, units: int, batch: int,
-                  cores: int | None = None, busy: float | None = None) -> int:
+                  cores: int | None = None, busy: float | None = None,
+                  rank: int | None = None) -> int:
     """``torch.set_num_threads(resolve_threads(...))``; returns the count set. For ``auto``
     with ``busy=None`` the other processes' load is measured first (:func:`other_busy_cores`,
     a quarter of a second; only when the work would be split at all)."""
     if busy is None:
         busy = 0.0
         auto = parse_threads(setting) is None
-        if auto and resolve_threads(setting, units=units, batch=batch, cores=cores) > 1:
+        if auto and resolve_threads(setting, units=units, batch=batch, cores=cores,
+                                    rank=rank) > 1:
             busy = other_busy_cores()
-    n = resolve_threads(setting, units=units, batch=batch, cores=cores, busy=busy)
+    n = resolve_threads(setting, units=units, batch=batch, cores=cores, busy=busy, rank=rank)
     torch.set_num_threads(n)
     return n
 
 
 __all__ = ["LOAD_WINDOW_S", "WORK_PER_THREAD", "OtherLoad", "apply_threads", "available_cores",
            "free_cores", "machine_busy_seconds", "other_busy_cores", "own_cpu_seconds",
-           "parse_threads", "resolve_threads", "step_work"]
+           "parse_threads", "resolve_threads", "running_rank", "step_work"]

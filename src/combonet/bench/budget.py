@@ -42,11 +42,12 @@ def train_budget(args: argparse.Namespace) -> dict[str, Any]:
     shape = resolve_shape(args)
     device = device_of(args.device)
     n_units = shape["modules"] * shape["units"]
-    nthreads = threads_mod.apply_threads(args.threads, units=n_units, batch=shape["batch"])
     torch.manual_seed(args.seed)
     model = build_combo(args.model, shape["modules"], shape["units"], density=args.density,
                         magnitude=args.magnitude, method=args.method, dt=args.dt,
                         seed=args.seed, coupling_rank=args.coupling_rank).to(device)
+    nthreads = threads_mod.apply_threads(args.threads, units=n_units, batch=shape["batch"],
+                                         rank=threads_mod.running_rank(model))
     inputs, labels = synthetic_pool(POOL_BATCHES, shape["batch"], shape["steps"], 10,
                                     args.seed, device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)

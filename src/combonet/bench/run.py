@@ -28,12 +28,17 @@ from .measure import CompetingLoad, cpu_name, matmul_peak, max_rel_err, peak_mem
 
 T = TypeVar("T")
 
-#: Every contender, in report order; ``careful-graph`` runs only on CUDA with --cuda-graphs.
-CONTENDERS = ("engine", "careful", "careful-graph", "rebuild", "gru", "lstm")
-COMBO = ("engine", "careful", "careful-graph", "rebuild")
-SKIPPABLE = ("rebuild", "gru", "lstm")
+#: Every contender, in report order; ``careful-graph`` runs only on CUDA with --cuda-graphs,
+#: ``engine-dense`` only with --coupling-rank (the dense-coupling net of the same shape).
+CONTENDERS = ("engine", "engine-dense", "careful", "careful-graph", "rebuild", "gru", "lstm")
+COMBO = ("engine", "engine-dense", "careful", "careful-graph", "rebuild")
+SKIPPABLE = ("engine-dense", "rebuild", "gru", "lstm")
+#: The reference each combo contender is checked against (default ``careful``).
+REFERENCE = {"engine-dense": "careful-dense"}
 LABELS = {
     "engine": "combonet engine: model(inputs)",
+    "engine-dense": "combonet engine, the same net with a dense eq.-3 coupling (checked "
+                    "against its own careful loop)",
     "careful": "careful plain loop: W, L, C once per forward, unbind, autograd",
     "careful-graph": "careful loop, recurrence captured in CUDA graphs",
     "rebuild": "per-step rebuild of W, L (eq. 3), C: what the authors' public code does",
@@ -79,18 +84,40 @@ class Contender:
     times: dict[str, list[float]] = field(default_factory=lambda: {"forward": [], "train": []})
     memory_mb: float | None = None
     error: str | None = None
+    rank: int | None = None  # the coupling rank the engine runs (None: dense)
+
+
+def _combo(args: argparse.Namespace, shape: dict[str, int], device: torch.device,
+           coupling_rank: int | None) -> nn.Module:
+    torch.manual_seed(args.seed)
+    return build_combo(args.model, shape["modules"], shape["units"], density=args.density,
+                       magnitude=args.magnitude, method=args.method, dt=args.dt,
+                       seed=args.seed, coupling_rank=coupling_rank).to(device)
 
 
 def _build(args: argparse.Namespace, shape: dict[str, int], device: torch.device,
-           skip: set[str]) -> tuple[nn.Module, dict[str, Contender], dict[str, Any]]:
-    model = build_combo(args.model, shape["modules"], shape["units"], density=args.density,
-                        magnitude=args.magnitude, method=args.method, dt=args.dt,
-                        seed=args.seed, coupling_rank=args.coupling_rank).to(device)
+           skip: set[str]) -> tuple[nn.Module, dict[str, Contender], dict[str, Contender],
+                                    dict[str, Any]]:
+    """The timed contenders, the references they are checked against (not timed) and the
+    parameter counts."""
+    model = _combo(args, shape, device, args.coupling_rank)
     params = [p for p in model.parameters() if p.requires_grad]
+    rank = threads_mod.running_rank(model)
     runners: dict[str, Contender] = {
-        "engine": Contender("engine", model, params),
-        "careful": Contender("careful", CarefulLoop(model), params),
+        "engine": Contender("engine", model, params, rank=rank),
+        "careful": Contender("careful", CarefulLoop(model), params, rank=rank),
     }
+    refs = {"careful": runners["careful"]}
+    total = parameter_count(model)
+    info: dict[str, Any] = {"parameters": {"combo": total}, "hidden": {}}
+    if args.coupling_rank is not None and "engine-dense" not in skip:
+        # the dense eq.-3 coupling, same builder, shape, modules and seed: the side-by-side
+        # comparison of the rank; checked against its own careful loop
+        dense = _combo(args, shape, device, None)
+        dparams = [p for p in dense.parameters() if p.requires_grad]
+        runners["engine-dense"] = Contender("engine-dense", dense, dparams)
+        refs["careful-dense"] = Contender("careful-dense", CarefulLoop(dense), dparams)
+        info["parameters"]["engine-dense"] = parameter_count(dense)
     if args.cuda_graphs:
         if device.type != "cuda":
             raise ValueError("--cuda-graphs needs --device cuda (CUDA graphs are CUDA only)")
@@ -98,9 +125,7 @@ def _build(args: argparse.Namespace, shape: dict[str, int], device: torch.device
 
         runners["careful-graph"] = Contender("careful-graph", GraphedCarefulLoop(model), params)
     if "rebuild" not in skip:
-        runners["rebuild"] = Contender("rebuild", RebuildLoop(model), params)
-    total = parameter_count(model)
-    info: dict[str, Any] = {"parameters": {"combo": total}, "hidden": {}}
+        runners["rebuild"] = Contender("rebuild", RebuildLoop(model), params, rank=rank)
     for cell in ("gru", "lstm"):
         if cell in skip:
             continue
@@ -109,7 +134,7 @@ def _build(args: argparse.Namespace, shape: dict[str, int], device: torch.device
         info["hidden"][cell] = matched_hidden(cell, total, 1, 10)
         info["parameters"][cell] = parameter_count(rnn)
         runners[cell] = Contender(cell, rnn, [p for p in rnn.parameters() if p.requires_grad])
-    return model, runners, info
+    return model, runners, refs, info
 
 
 def _train_fn(c: Contender, inputs: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
@@ -141,19 +166,27 @@ def _outputs_and_grads(c: Contender, inputs: torch.Tensor, labels: torch.Tensor
 
 
 def check_agreement(runners: dict[str, Contender], inputs: torch.Tensor,
-                    labels: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Max relative error of logits and gradients of each combo contender against the careful
-    loop (the reference); a contender that fails is dropped, its error kept. Also the
-    warm-up of the combo contenders."""
-    want_out, want_grads = _outputs_and_grads(runners["careful"], inputs, labels)
+                    labels: torch.Tensor, refs: dict[str, Contender] | None = None
+                    ) -> dict[str, dict[str, float]]:
+    """Max relative error of logits and gradients of each combo contender against its careful
+    loop (``careful``; ``careful-dense`` for ``engine-dense``: ``refs``); a contender that
+    fails is dropped, its error kept. Also the warm-up of the combo contenders."""
+    refs = {"careful": runners["careful"]} if refs is None else refs
+    wanted: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] = {}
     errs: dict[str, dict[str, float]] = {}
     for name in [n for n in COMBO if n in runners and n != "careful"]:
+        ref = REFERENCE.get(name, "careful")
+        if ref not in wanted:
+            wanted[ref] = _outputs_and_grads(refs[ref], inputs, labels)
+        want_out, want_grads = wanted[ref]
         got = _guarded(runners[name], lambda c: _outputs_and_grads(c, inputs, labels))
         if got is None:
             continue
         out, grads = got
         errs[name] = {"logits": max_rel_err([out], [want_out]),
                       "grads": max_rel_err(grads, want_grads)}
+    if "careful" not in wanted:  # warm up the main reference too
+        _outputs_and_grads(runners["careful"], inputs, labels)
     return errs
 
 
@@ -211,28 +244,28 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     skip = set(args.skip)
     device = device_of(args.device)
     n_units = shape["modules"] * shape["units"]
+    model, runners, refs, info = _build(args, shape, device, skip)
+    rank = runners["engine"].rank  # the threads rule sizes by the step the engine runs
     busy = None  # what ``--threads auto`` saw other processes use, CPUs' worth
     if threads_mod.parse_threads(args.threads) is None:
         busy = threads_mod.other_busy_cores()
     nthreads = threads_mod.apply_threads(args.threads, units=n_units, batch=shape["batch"],
-                                         busy=busy or 0.0)
+                                         busy=busy or 0.0, rank=rank)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # what the engine sets; the same for every contender
-    torch.manual_seed(args.seed)
-    model, runners, info = _build(args, shape, device, skip)
     gen = torch.Generator().manual_seed(args.seed)
     bsz, steps = shape["batch"], shape["steps"]
     inputs = torch.rand(bsz, steps, 1, generator=gen).to(device)
     labels = torch.randint(0, 10, (bsz,), generator=gen).to(device)
     dtype = next(model.parameters()).dtype
     with CompetingLoad() as load:
-        errs = check_agreement(runners, inputs, labels)
+        errs = check_agreement(runners, inputs, labels, refs)
         peaks = _time_all(runners, inputs, labels, shape["repeats"], device, (bsz, n_units),
                           dtype)
     config = {
         "model": args.model, **shape, "density": args.density,
         "magnitude": args.magnitude, "method": args.method, "dt": args.dt,
-        "coupling_rank": args.coupling_rank, "units_total": n_units,
+        "coupling_rank": args.coupling_rank, "running_rank": rank, "units_total": n_units,
         "device": str(device), "dtype": str(dtype).split(".")[-1],
         "threads": nthreads, "threads_setting": str(args.threads),
         "threads_auto_saw_busy_cores": busy,
@@ -245,23 +278,28 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     for p in leaf.parameters())
     return {"config": config, "labels": {n: LABELS[n] for n in runners},
             "competing_load": load.share, **info, "rel_err_vs_careful": errs,
-            **_timings(runners, peaks, {**shape, "coupling_rank": args.coupling_rank},
-                     w_trained)}
+            **_timings(runners, peaks, shape, w_trained)}
 
 
 def _timings(runners: dict[str, Contender], peaks: list[float], shape: dict[str, int],
              w_trained: bool) -> dict[str, Any]:
     """Min-of-repeats times, ratios to the engine, FLOP rates and peak memory."""
-    live = {n: c for n, c in runners.items() if c.error is None}
+    live = {n: runners[n] for n in CONTENDERS if n in runners and runners[n].error is None}
     best = {n: {k: min(v) for k, v in c.times.items()} for n, c in live.items()}
     peak = max(peaks)
     bsz, steps = shape["batch"], shape["steps"]
     n_units, block = shape["modules"] * shape["units"], shape["units"]
-    rank = shape.get("coupling_rank")
-    flops_fwd = recurrence_flops(bsz, steps, n_units, block, rank=rank)
-    flops_train = train_flops(bsz, steps, n_units, block, w_trained, rank=rank)
+
+    def fwd_flops(name: str) -> float:
+        return recurrence_flops(bsz, steps, n_units, block, rank=runners[name].rank)
+
+    def trn_flops(name: str) -> float:
+        return train_flops(bsz, steps, n_units, block, w_trained, rank=runners[name].rank)
+
+    flops_fwd, flops_train = fwd_flops("engine"), trn_flops("engine")
     eng = best["engine"]
-    return {
+    combo = [n for n in COMBO if n in best]
+    out = {
         "failed": {n: c.error for n, c in runners.items() if c.error is not None},
         "time_train_s": {n: b["train"] for n, b in best.items()},
         "time_forward_s": {n: b["forward"] for n, b in best.items()},
@@ -271,15 +309,21 @@ def _timings(runners: dict[str, Contender], peaks: list[float], shape: dict[str,
         "ratio_forward": {n: b["forward"] / eng["forward"] for n, b in best.items()},
         "flops_train": flops_train,
         "flops_forward": flops_fwd,
+        "flops_train_by": {n: trn_flops(n) for n in combo},
+        "flops_forward_by": {n: fwd_flops(n) for n in combo},
         "w_trained": w_trained,
-        "gflops_train": {n: flops_train / best[n]["train"] / 1e9 for n in COMBO if n in best},
+        "gflops_train": {n: trn_flops(n) / best[n]["train"] / 1e9 for n in combo},
         "gflops_forward": flops_fwd / eng["forward"] / 1e9,
         "peak_gflops": peak,
         "peak_gflops_all": peaks,
-        "fraction_of_peak": {n: flops_train / best[n]["train"] / 1e9 / peak
-                             for n in COMBO if n in best},
+        "fraction_of_peak": {n: trn_flops(n) / best[n]["train"] / 1e9 / peak for n in combo},
         "peak_memory_mb": {n: c.memory_mb for n, c in live.items()},
     }
+    if "engine-dense" in best:  # the rank's side-by-side comparison, one run
+        dense = best["engine-dense"]
+        out["dense_over_low_rank"] = {"train": dense["train"] / eng["train"],
+                                      "forward": dense["forward"] / eng["forward"]}
+    return out
 
 
 def disagreements(r: dict[str, Any], tolerance: float) -> list[str]:
@@ -289,7 +333,8 @@ def disagreements(r: dict[str, Any], tolerance: float) -> list[str]:
     for name, e in r["rel_err_vs_careful"].items():
         for what in ("logits", "grads"):
             if not e[what] <= tolerance:
-                out.append(f"{name} and the careful loop disagree: max relative error of "
+                ref = " of the dense net" if name == "engine-dense" else ""
+                out.append(f"{name} and the careful loop{ref} disagree: max relative error of "
                            f"{what} {e[what]:.2e} > {tolerance:g}")
     return out
 
@@ -306,6 +351,33 @@ def _load_line(r: dict[str, Any]) -> str:
 
 def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0f} MB"
+
+
+def flop_formulas(rank: int | None, w_trained: bool) -> tuple[str, str]:
+    """The forward and training formulas of :mod:`.flops` that apply (``rank``: the coupling
+    rank the engine runs, None for dense)."""
+    dw = " + 2BNn" if w_trained else ""
+    if rank is None:
+        return "T(2BN^2 + 2BNn)", f"2 forward + T(2BN^2{dw})"
+    return "T(8BNr + 2BNn)", f"2 forward + T(12BNr{dw})"
+
+
+def flop_lines(r: dict[str, Any]) -> list[str]:
+    """The recurrence FLOPs of the engine (and of the dense engine, where it ran)."""
+    c, w = r["config"], r["w_trained"]
+    by_f, by_t = r.get("flops_forward_by", {}), r.get("flops_train_by", {})
+    rank = c.get("running_rank")
+    what = "dense coupling" if rank is None else f"low-rank coupling, r = {rank}"
+    rows = [(f"recurrence FLOPs ({what})", rank, r["flops_forward"], r["flops_train"])]
+    if "engine-dense" in by_f:
+        rows.append(("  engine-dense (dense coupling)", None, by_f["engine-dense"],
+                     by_t["engine-dense"]))
+    out = []
+    for what, rank, fwd, trn in rows:
+        ffwd, ftrn = flop_formulas(rank, w)
+        out.append(f"{what}: forward {ffwd} = {fwd / 1e9:.2f} G; train (forward + backward"
+                   f"{', W trained' if w else ''}) {ftrn} = {trn / 1e9:.2f} G")
+    return out
 
 
 def report(r: dict[str, Any], tolerance: float) -> str:
@@ -337,19 +409,20 @@ def report(r: dict[str, Any], tolerance: float) -> str:
     hidden = ", ".join(f"{k} {v}" for k, v in r["hidden"].items())
     if hidden:
         lines.append(f"hidden sizes of equal parameter count: {hidden}")
-    lines += ["", "max relative error against the careful loop (logits, gradients):"]
+    twin = ("; engine-dense: against the careful loop of the dense net"
+            if "engine-dense" in r["rel_err_vs_careful"] else "")
+    lines += ["", f"max relative error against the careful loop (logits, gradients{twin}):"]
     for name, e in r["rel_err_vs_careful"].items():
         lines.append(f"  {name:13s} {e['logits']:.2e}, {e['grads']:.2e}")
-    lines += [
-        "",
-        f"recurrence FLOPs: forward T(2BN^2 + 2BNn) = {r['flops_forward'] / 1e9:.2f} G, "
-        f"train (forward + backward{', W trained' if r['w_trained'] else ''}) = "
-        f"{r['flops_train'] / 1e9:.2f} G",
-        f"mm peak (B x N @ N x N, best of every repeat): {r['peak_gflops']:.1f} GFLOP/s",
-    ]
-    if c.get("coupling_rank") is not None:
-        lines.append(f"  (low-rank coupling, rank {c['coupling_rank']}: 8BNr per step forward "
-                     "instead of 2BN^2; the peak is still that of the dense product)")
+    if "dense_over_low_rank" in r:
+        d = r["dense_over_low_rank"]
+        lines += ["", f"dense coupling against rank {c['coupling_rank']} (same shape, this run): "
+                  f"the dense engine takes {d['train']:.2f}x the low-rank engine's training-step "
+                  f"time, {d['forward']:.2f}x its forward time"]
+    lines += ["", *flop_lines(r)]
+    lines.append(f"mm peak (B x N @ N x N, best of every repeat): {r['peak_gflops']:.1f} GFLOP/s"
+                 + (" (that of the dense product, also for the low-rank step)"
+                    if c.get("running_rank") is not None else ""))
     for name, frac in r["fraction_of_peak"].items():
         lines.append(f"  {name:13s} train {r['gflops_train'][name]:8.1f} GFLOP/s = "
                      f"{frac:.2f} of the FLOP-bound limit")

@@ -68,6 +68,7 @@ def _sweep_shape(args: argparse.Namespace, shape: tuple[int, int, int, int], cou
     inputs = torch.rand(bsz, steps, 1, generator=gen)
     labels = torch.randint(0, 10, (bsz,), generator=gen)
     params = [q for q in model.parameters() if q.requires_grad]
+    rank = threads_mod.running_rank(model)  # the step the engine runs sizes the rule
     probe = (torch.randn(bsz, p * n), torch.randn(p * n, p * n))
 
     def train() -> None:
@@ -96,15 +97,18 @@ def _sweep_shape(args: argparse.Namespace, shape: tuple[int, int, int, int], cou
     n_units = p * n
     return {
         "modules": p, "units": n, "units_total": n_units, "batch": bsz, "steps": steps,
-        "step_work": threads_mod.step_work(n_units, bsz),
+        "running_rank": rank,
+        "step_work": threads_mod.step_work(n_units, bsz, rank),
         "train_s": {c: {str(k): v for k, v in d.items()} for c, d in best.items()},
         "ms_per_step": {c: {str(k): 1e3 * v / steps for k, v in d.items()}
                         for c, d in best.items()},
         "best_threads": {c: min(d, key=d.get) for c, d in best.items()},
         # what the rule picks for this shape with that condition's measured other load
         "auto": {c: threads_mod.resolve_threads("auto", units=n_units, batch=bsz,
-                                                busy=busy[c] or 0.0) for c in CONDITIONS},
-        "auto_idle_machine": threads_mod.resolve_threads("auto", units=n_units, batch=bsz),
+                                                busy=busy[c] or 0.0, rank=rank)
+                 for c in CONDITIONS},
+        "auto_idle_machine": threads_mod.resolve_threads("auto", units=n_units, batch=bsz,
+                                                         rank=rank),
         "other_busy_cores": busy,
     }
 
@@ -141,7 +145,7 @@ def sweep_report(r: dict[str, Any]) -> str:
         f"{r['model']} ({r['method']}) training step (forward + cross-entropy + backward): ms "
         f"per step, min of {r['repeats']} repeats; {r['cores_available']} of {r['cpus']} cores "
         "available; 'busy': we start one process spinning on a core",
-        f"{'shape':12s}{'p x n':>7s}{'batch':>6s}{'steps':>6s}{'B N^2':>7s}{head}"
+        f"{'shape':12s}{'p x n':>7s}{'batch':>6s}{'steps':>6s}{'work':>7s}{head}"
         f"{'best':>10s}{'auto':>10s}{'others':>12s}",
         f"{'':38s}{'':>{10 * len(counts) * 2}s}{'idle/busy':>10s}{'idle/busy':>10s}"
         f"{'idle/busy':>12s}",
@@ -158,7 +162,9 @@ def sweep_report(r: dict[str, Any]) -> str:
                      f"{auto:>10s}{others:>12s}")
     lines += [
         "others: CPUs' worth used by other processes while timing (busy: our spinner included)",
-        f"auto rule: threads = clamp(B N^2 // {r['work_per_thread']}, 1, free cores) "
+        "work: multiply-adds of the per-step coupling products, B N^2 (dense) or 4 B N r "
+        "(rank r), in Mi",
+        f"auto rule: threads = clamp(work // {r['work_per_thread']}, 1, free cores) "
         "(combonet.threads)",
     ]
     return "\n".join(lines)
