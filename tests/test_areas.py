@@ -209,8 +209,8 @@ kind = "hierarchical"
     (lambda d: d["pathways"].append({"from": "motor", "to": "sensory",
                                       "kind": "hierarchical"}),
      "join the same two areas|cycle"),
-    (lambda d: d["pathways"][0].update(rank=2), "not available yet"),
-    (lambda d: d["areas"]["motor"].update(tau=2.0), "different time constants"),
+    (lambda d: d["pathways"][1].update(rank=2), "Hierarchy has no low-rank coupling"),
+    (lambda d: d["pathways"][0].update(rank=2, density=0.5), "a low-rank pathway is dense"),
     (lambda d: d["areas"]["motor"].update(module="lstm"), 'Invalid module "lstm"'),
     (lambda d: d["areas"]["motor"]["options"].update(colour=1), "unknown option 'colour'"),
     (lambda d: d["areas"]["motor"]["options"].update(n=3), "set by the area's 'units'"),
@@ -281,3 +281,91 @@ def test_shipped_examples_build_certified_networks():
     cert = combonet.certify(net, dt=0.1, method="cayley")
     assert cert.certified, cert.summary()
     assert np.isfinite(cert.rate) and cert.rate > 0
+
+
+def test_per_area_time_constants_build_the_hand_built_combination():
+    """Each area keeps its own tau (the core's per-module time constants, eq. 3 in the metric
+    ``Mbar = P T^{-1}``); nested areas inherit their parent's."""
+    spec = three_areas()
+    spec["areas"]["association"]["tau"] = 2.0
+    spec["areas"]["motor"]["tau"] = 4.0
+    net, amap = build_areas(spec)
+    assert [leaf.tau for leaf in net.leaves()] == [1.0, 2.0, 4.0]
+    assert amap["motor"].tau == 4.0 and net.tau == 1.0  # the fastest area sets the step bound
+    s = SparseModule(4, 0.25, 1.0, seed=1)
+    a, m = SVDModule(3, seed=2, tau=2.0), SVDModule(3, seed=3, tau=4.0)
+    fb = Feedback([s, a], mask=net.systems[0].mask, seed=0)
+    ref = Hierarchy([fb, m], mask=net.mask, seed=0)
+    ref.load_state_dict(net.state_dict())
+    x, u = torch.randn(3, 10), torch.randn(3, 10)
+    assert torch.allclose(net.rhs(x, u), ref.rhs(x, u), atol=1e-6)
+    cert = combonet.certify(net, dt=0.5, method="cayley")
+    assert cert.certified, cert.summary()
+    # eq. 3 with time constants: Mbar L is skew for Mbar = P T^{-1}
+    fbn = net.systems[0]
+    mbar = fbn.metric().double() / fbn.time_constants().double()[None, :]
+    lmat = fbn.own_coupling().double()
+    assert torch.allclose(mbar @ lmat + (mbar @ lmat).T, torch.zeros_like(mbar), atol=1e-10)
+    nested = {"tau": 3.0, "areas": {"outer": {"tau": 5.0, "areas": {
+        "x": {"units": 3, "module": "svd"}, "y": {"units": 3, "module": "svd", "tau": 6.0}},
+        "pathways": [{"from": "x", "to": "y"}]}, "z": {"units": 2, "module": "svd"}},
+        "pathways": [{"from": "outer", "to": "z"}]}
+    net, _ = build_areas(nested)
+    assert [leaf.tau for leaf in net.leaves()] == [5.0, 6.0, 3.0]
+    assert combonet.certify(net, dt=1.0, method="cayley").certified
+
+
+def test_a_low_rank_feedback_group_is_one_rank_r_feedback():
+    spec = three_areas(rank=2)
+    net, amap = build_areas(spec)
+    fb = net.systems[0]
+    assert isinstance(fb, Feedback) and fb.rank == 2 and fb.low_rank_active()
+    assert tuple(fb.u.shape) == (7, 2) and not hasattr(fb, "b")
+    lmat = fb.own_coupling().double()
+    assert torch.linalg.matrix_rank(lmat, rtol=1e-5) == 4  # L = B - M^-1 B^T M, rank(B) = 2
+    assert combonet.certify(net, dt=0.1, method="cayley").certified
+    from combonet.analysis import coupling_rank
+    assert 1 <= coupling_rank(net, amap, "sensory", "association") <= 4
+    # the rank-r coupling as the core builds it by hand: same parameters, same dynamics
+    ref = Feedback([SparseModule(4, 0.25, 1.0, seed=1), SVDModule(3, seed=2)], rank=2)
+    ref.load_state_dict(fb.state_dict())
+    x, u = torch.randn(2, 7), torch.randn(2, 7)
+    assert torch.allclose(fb.rhs(x, u), ref.rhs(x, u), atol=1e-6)
+    # a pathway init_scale is the group's
+    spec = three_areas(rank=2, init_scale=0.01)
+    small, _ = build_areas(spec)
+    assert small.systems[0].u.abs().max() < fb.u.abs().max()
+
+
+@pytest.mark.parametrize(("pathways", "message"), [
+    ([{"from": "a", "to": "b", "rank": 2}, {"from": "b", "to": "c"}],
+     r"every pathway of the group must be low-rank \(not \['b <-> c'\]\)"),
+    ([{"from": "a", "to": "b", "rank": 2}, {"from": "b", "to": "c", "rank": 3}],
+     r"share one rank, got ranks \[2, 3\]"),
+    ([{"from": "a", "to": "b", "rank": 2}, {"from": "b", "to": "c", "rank": 2}],
+     r"declare the pathways \['a <-> c'\] with rank=2"),
+    ([{"from": "a", "to": "b", "rank": 2, "init_scale": 0.5},
+      {"from": "b", "to": "c", "rank": 2}, {"from": "a", "to": "c", "rank": 2}],
+     "one init_scale covers the group"),
+])
+def test_low_rank_groups_the_core_cannot_build_are_refused_saying_why(pathways, message):
+    spec = {"areas": {k: {"units": 3, "module": "svd"} for k in "abc"}, "pathways": pathways}
+    with pytest.raises(ValueError, match=message) as info:
+        build_areas(spec)
+    assert "Feedback(rank=r)" in str(info.value) and "\n" not in str(info.value)
+    complete = [{"from": a, "to": b, "rank": 2} for a, b in ("ab", "bc", "ac")]
+    net, _ = build_areas({**spec, "pathways": complete})
+    assert net.rank == 2 and combonet.certify(net, dt=0.1, method="cayley").certified
+
+
+def test_a_low_rank_pathway_joins_whole_areas():
+    spec = {"areas": {"s": {"areas": {"x": {"units": 2, "module": "svd"},
+                                      "y": {"units": 2, "module": "svd"}},
+                            "pathways": [{"from": "x", "to": "y"}]},
+                      "t": {"units": 3, "module": "svd"}},
+            "pathways": [{"from": "s.x", "to": "t", "rank": 1}]}
+    with pytest.raises(ValueError, match=r"joins whole areas \(s.x <-> t names the sub-area"):
+        build_areas(spec)
+    spec["pathways"][0]["from"] = "s"
+    net, _ = build_areas(spec)
+    assert net.rank == 1

@@ -40,7 +40,19 @@ File layout (TOML; YAML is the same mapping)::
     to = "motor"
     kind = "hierarchical"                  # or "feedback" (eq. 3, both directions)
     density = 0.5                          # fraction of unit pairs connected (1 = dense)
-    # rank = 4                             # low-rank pathways: not available yet
+    # rank = 4                             # low-rank: feedback groups only (see below)
+
+Time constants: each area may set its own ``tau`` (the core's per-module time constants; eq. 3
+becomes ``L = B - Mbar^{-1} B^T Mbar`` with ``Mbar = P T^{-1}``, still skew, docs/design.md).
+
+Low-rank pathways (``rank = r``): the core offers one low-rank coupling, a ``Feedback`` whose
+``B = U V^T`` (``N x r`` factors) spans *all* units of its members and cannot be masked. So a
+feedback group with a low-rank pathway is built as ``Feedback(members, rank=r)`` and must be
+exactly what that is: every pathway of the group low-rank with the same ``r``, dense, between
+whole areas (no dotted sub-areas), and every pair of the group's areas joined (for two areas:
+one pathway). ``L`` then has rank ``<= 2 r`` and every area pair communicates through the one
+shared ``r``-dimensional subspace. ``Hierarchy`` has no low-rank coupling, so a
+``hierarchical`` pathway with ``rank`` is refused.
 """
 
 from __future__ import annotations
@@ -103,7 +115,9 @@ _PATHWAY_KEYS = ("from", "to", "source", "target", "kind", "density", "rank", "i
 class PathwaySpec:
     """A pathway ``source -> target``. ``feedback`` (eq. 3) couples both directions with
     ``L = B - M^{-1} B^T M``; ``hierarchical`` is one-way. ``density`` < 1 keeps that fraction
-    of unit pairs (seeded); ``rank`` (low-rank coupling) is accepted but not available yet."""
+    of unit pairs (seeded); ``rank`` makes a feedback group one low-rank ``Feedback`` (module
+    docstring: the group's pathways must then all be dense, of that rank, and join every
+    pair of its areas)."""
 
     source: str
     target: str
@@ -636,14 +650,15 @@ class _Level:
         return self.names.index(head), self.local[head][ref]
 
     def resolve(self, pathways: list[PathwaySpec]) -> None:
-        """Endpoints -> (child index, area info); one pathway per pair; no low rank yet."""
+        """Endpoints -> (child index, area info); one pathway per pair; low rank only on
+        feedback pathways (``Hierarchy`` has no low-rank coupling)."""
         seen: dict[frozenset[int], str] = {}
         for p in pathways:
-            if p.rank is not None:
-                raise ValueError(f"{self.where}pathway {p.label}: low-rank pathways "
-                                 f"(rank={p.rank}) are not available yet (they come with the "
-                                 "core's low-rank coupling); remove 'rank' for a dense or "
-                                 "sparse pathway")
+            if p.rank is not None and p.kind != "feedback":
+                raise ValueError(f"{self.where}pathway {p.label}: a hierarchical pathway cannot "
+                                 f"be low-rank (rank={p.rank}): the core's Hierarchy has no "
+                                 "low-rank coupling, only Feedback(rank=r) has; make it "
+                                 "feedback or remove 'rank'")
             (i, src), (j, dst) = self.endpoint(p.source, p), self.endpoint(p.target, p)
             if i == j:
                 raise ValueError(f"{self.where}pathway {p.label} joins two parts of one area "
@@ -774,9 +789,9 @@ class _Builder:
         size = sum(lv.children[m].system.n for m in members)
         mask = torch.zeros(size, size)
         blocks, infos = [], []
-        for p, i, src, j, dst in lv.resolved:
-            if p.kind != "feedback" or lv.group_of[i] != g:
-                continue
+        group = [r for r in lv.resolved if r[0].kind == "feedback" and lv.group_of[r[1]] == g]
+        rank, rank_scale = self.low_rank(lv, members, group, scale)
+        for p, i, src, j, dst in group:
             # the block below the diagonal (rows in the later member): eq. 3 sets both
             # directions from it
             (ri, ra), (ci, ca) = ((j, dst), (i, src)) if lv.position[j] > lv.position[i] \
@@ -788,10 +803,59 @@ class _Builder:
             infos.append(PathwayInfo(p.source, p.target, "feedback", p.density,
                                      (gi,) if len(lv.order) > 1 else (), rows, cols, base))
         seed = _derive_seed(self.spec.seed, f"feedback:{lv.path}:{gi}")
-        fb = Feedback([lv.children[m].system for m in members], init_scale=scale, mask=mask,
-                      seed=seed)
+        systems = [lv.children[m].system for m in members]
+        if rank is not None:  # one U V^T over the group: no mask, no per-block rescaling
+            return Feedback(systems, init_scale=rank_scale, seed=seed, rank=rank), infos
+        fb = Feedback(systems, init_scale=scale, mask=mask, seed=seed)
         self.rescale(fb, blocks, scale)
         return fb, infos
+
+    @staticmethod
+    def low_rank(lv: _Level, members: list[int], group: list, scale: float
+                 ) -> tuple[int | None, float]:
+        """``(r, init_scale)`` when the group's pathways are low-rank, else ``(None, scale)``.
+
+        The core's only low-rank coupling is ``Feedback(rank=r)``: ``B = U V^T`` over all the
+        group's units, unmasked (eq. 3 keeps its guarantee for any ``B``). A group is built
+        that way only when it *is* that: every pathway low-rank with one ``r``, dense, between
+        whole areas, every pair of areas joined; anything else is refused, saying why."""
+        ranked = [p for p, *_ in group if p.rank is not None]
+        if not ranked:
+            return None, scale
+        names = [lv.names[m] for m in members]
+        why = (f"{lv.where}low-rank pathways in the feedback group {names}: the core's "
+               "low-rank coupling is one Feedback(rank=r) whose B = U V^T spans every unit of "
+               "the group and cannot be masked, so ")
+        plain = [p.label for p, *_ in group if p.rank is None]
+        if plain:
+            raise ValueError(why + f"every pathway of the group must be low-rank (not "
+                             f"{plain}); give them all 'rank' or none")
+        ranks = sorted({p.rank for p in ranked})
+        if len(ranks) > 1:
+            raise ValueError(why + f"all its pathways share one rank, got ranks {ranks}; "
+                             "give them the same 'rank'")
+        sparse = [p.label for p in ranked if p.density < 1]
+        if sparse:
+            raise ValueError(why + f"a low-rank pathway is dense ({sparse} set density < 1); "
+                             "remove 'density' or 'rank'")
+        for p, i, src, j, dst in group:
+            for k, info in ((i, src), (j, dst)):
+                if info.n != lv.children[k].system.n:
+                    raise ValueError(why + f"a low-rank pathway joins whole areas ({p.label} "
+                                     f"names the sub-area {info.name} of {lv.names[k]}); "
+                                     "join the areas themselves")
+        joined = {frozenset((i, j)) for _, i, _, j, _ in group}
+        missing = [f"{lv.names[a]} <-> {lv.names[b]}" for x, a in enumerate(members)
+                   for b in members[x + 1:] if frozenset((a, b)) not in joined]
+        if missing:
+            raise ValueError(why + f"every pair of its areas communicates through the one "
+                             f"subspace: declare the pathways {missing} with rank={ranks[0]}, "
+                             "or make the group's pathways dense/sparse")
+        scales = sorted({p.init_scale if p.init_scale is not None else scale for p in ranked})
+        if len(scales) > 1:
+            raise ValueError(why + f"one init_scale covers the group, got {scales}; give its "
+                             "pathways the same init_scale")
+        return ranks[0], scales[0]
 
     def pattern(self, p: PathwaySpec, path: str, rows: tuple[int, int],
                 cols: tuple[int, int]) -> torch.Tensor:
@@ -868,16 +932,6 @@ def _find_cycle(succ: dict[int, list[tuple[int, str]]], nodes: list[int]) -> lis
         node = nxt
 
 
-def _leaf_taus(specs: list[AreaSpec], path: str, tau: float) -> dict[str, float]:
-    """The time constant of every leaf area (inherited from the enclosing level by default)."""
-    out: dict[str, float] = {}
-    for a in specs:
-        name = f"{path}.{a.name}" if path else a.name
-        t = a.tau if a.tau is not None else tau
-        out.update(_leaf_taus(a.areas, name, t) if a.nested else {name: t})
-    return out
-
-
 def build_areas(spec: AreasSpec | Mapping[str, Any] | str | Path
                 ) -> tuple[ContractingSystem, AreaMap]:
     """Build the certified network of a spec (an :class:`AreasSpec`, a mapping in the file
@@ -885,12 +939,6 @@ def build_areas(spec: AreasSpec | Mapping[str, Any] | str | Path
     if isinstance(spec, (str, Path)):
         spec = load_areas(spec)
     spec = parse_areas(spec)
-    taus = _leaf_taus(spec.areas, "", spec.tau)
-    if len(set(taus.values())) > 1:
-        detail = ", ".join(f"{k}: {v:g}" for k, v in taus.items())
-        raise ValueError(f"areas have different time constants ({detail}); per-area time "
-                         "constants need the core's per-module tau, which is not available "
-                         "yet: give every area the same tau")
     built = _Builder(spec).level(spec.areas, spec.pathways, "", spec.tau, spec.init_scale)
     areas = {a.name: a for a in built.areas}
     return built.system, AreaMap(built.system.n, areas, built.pathways, spec.name)
