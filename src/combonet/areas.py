@@ -90,6 +90,7 @@ __all__ = [
     "build_areas",
     "combination_at",
     "load_areas",
+    "module_areas",
     "parse_areas",
 ]
 
@@ -930,6 +931,25 @@ def _find_cycle(succ: dict[int, list[tuple[int, str]]], nodes: list[int]) -> lis
             return labels[seen.index(nxt):]
         seen.append(nxt)
         node = nxt
+
+
+def module_areas(network: ContractingSystem, name: str = "") -> AreaMap:
+    """An :class:`AreaMap` of a network built without an areas file (a ``p x n`` combo net):
+    each leaf module is an area ``module0``, ``module1``, ... (state order); no pathways are
+    declared (a combo net's coupling joins every pair of modules), every unit gets every input
+    and drives the readout."""
+    areas: dict[str, AreaInfo] = {}
+    start = 0
+    kinds = {cls: key for key, cls in MODULE_TYPES.items()}
+    for i, leaf in enumerate(network.leaves()):
+        areas[f"module{i}"] = AreaInfo(f"module{i}", start, start + leaf.n,
+                                       kinds.get(type(leaf), type(leaf).__name__),
+                                       float(leaf.tau), None, False)
+        start += leaf.n
+    if start != network.n:
+        raise ValueError(f"internal error: the leaves of the network have {start} units, the "
+                         f"network {network.n}")
+    return AreaMap(network.n, areas, [], name or type(network).__name__)
 
 
 def build_areas(spec: AreasSpec | Mapping[str, Any] | str | Path

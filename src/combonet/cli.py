@@ -1,4 +1,5 @@
-"""The ``combonet`` command line: ``train``, ``evaluate``, ``certify``, ``bench``, ``experiment``.
+"""The ``combonet`` command line: ``train``, ``evaluate``, ``certify``, ``analyze``, ``bench``,
+``experiment``, ``compare``, ``tune``.
 
 Errors in what the user asked for (bad flags, impossible hyperparameters, missing or corrupt
 files) print one line and exit with status 2; failures of the machine (a full disk) print one
@@ -73,17 +74,26 @@ _HELP: dict[str, str] = {
     "quiet": "no progress bar and no per-epoch lines",
     "init_from": "start a new run from the final weights of the finished run RUN_DIR (same "
                  "model and data; fresh optimiser and schedule), e.g. to train longer",
+    "epoch_trials": "fresh training trials per epoch (seeded by seed and epoch)",
+    "val_trials": "fixed validation trials (balanced over tasks)",
+    "test_trials": "fixed test trials (balanced over tasks)",
+    "other_weight": "loss weight of the unscored steps of a trial (the scored decision steps "
+                    "weigh 1; Yang et al. 2019: 0.2; 0 = decision steps only)",
+    "areas": "areas file (TOML, YAML or JSON; docs/neuro.md) of a certified network of areas; "
+             "implies --model areas; its content is stored in the run's config.json",
+    "ctrnn_tau": "time constant of the ctrnn in ms (alpha = task dt / ctrnn_tau; NeuroGym's "
+                 "recipe: 100 = dt)",
 }
 _SHORT = {"modules": "-p", "units": "-n"}
 
 
 def _registry_help() -> dict[str, str]:
-    from .data import TASKS
+    from .data.registry import task_names
     from .models.registry import MODELS, default_map, discrete_maps
     from .train.config import DEVICES, OPTIMIZERS, SCHEDULES
 
     return {
-        "task": f"task, one of: {', '.join(TASKS)} (listed below)",
+        "task": f"task, one of: {', '.join(task_names())} (listed below)",
         "model": f"model, one of: {', '.join(MODELS)} (listed below)",
         "method": f"discrete map, one of: {', '.join(discrete_maps())}",
         "dt": f"step dt of the discrete map (the default map is {default_map()}); tau = 1, so "
@@ -96,9 +106,15 @@ def _registry_help() -> dict[str, str]:
 
 
 def _applies_to(name: str) -> str:
-    """' (only for ...)' for a setting that applies to some models/optimizers/schedules."""
+    """' (only for ...)' for a setting that applies to some tasks/models/optimizers/
+    schedules."""
     from .models.registry import MODELS
-    from .train.config import OPTIMIZERS, SCHEDULES
+    from .train.config import OPTIMIZERS, SCHEDULES, SEQUENCE_TASK_FLAGS, TRIAL_TASK_FLAGS
+
+    if name in TRIAL_TASK_FLAGS:
+        return " (only for trial tasks)"
+    if name in SEQUENCE_TASK_FLAGS and name != "readout":
+        return " (only for sequence-classification tasks)"
 
     for kind, registry in (("models", MODELS), ("optimizers", OPTIMIZERS),
                            ("schedules", SCHEDULES)):
@@ -110,13 +126,14 @@ def _applies_to(name: str) -> str:
 
 def train_epilog() -> str:
     """The tasks and models, with what each is (from the registries)."""
-    from .data import TASKS
+    from .data import TASKS, TRIAL_TASKS
     from .models.registry import MODELS
 
-    width = 2 + max(map(len, [*TASKS, *MODELS]))
+    width = 2 + max(map(len, [*TASKS, *TRIAL_TASKS, *MODELS]))
     lines = ["tasks:"]
     lines += [f"  {name:{width}s}{t.description}" + (" (needs --data-dir)" if t.needs_data_dir
                                                   else "") for name, t in TASKS.items()]
+    lines += [f"  {name:{width}s}{t.description}" for name, t in TRIAL_TASKS.items()]
     lines.append("models:")
     lines += [f"  {name:{width}s}{spec.description}" for name, spec in MODELS.items()]
     return "\n".join(lines)
@@ -171,7 +188,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         args = typing.get_args(hints[f.name])
         optional = type(None) in args
         kind = next(a for a in args if a is not type(None)) if args else hints[f.name]
-        metavar = "RUN_DIR" if f.name == "init_from" else f.name.upper()
+        metavar = {"init_from": "RUN_DIR", "areas": "FILE"}.get(f.name, f.name.upper())
         parser.add_argument(*names, dest=f.name, type=_typed(kind, optional),
                             default=argparse.SUPPRESS, metavar=metavar,
                             help=text if "(default:" in text else f"{text} (default: {default})")
@@ -209,6 +226,9 @@ def resolve_train_config(ns: argparse.Namespace) -> TrainConfig:
     elif init_from is not None:
         base = RunDir(init_from).config()
         base.out_dir = None
+    if setting("areas") is not None and setting("model") is None and \
+            (base is None or base.areas is None):
+        given["model"] = "areas"  # --areas FILE is a network of areas unless --model says else
     cfg = TrainConfig.from_dict(file_data, base=base, source=str(ns.config))
     cfg = TrainConfig.from_dict(given, base=cfg, source="the command line")
     bad = cfg.not_applicable()  # before validate(): "does not apply" beats "out of range"
@@ -236,7 +256,8 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     import torch
 
     from . import threads as thread_rule
-    from .train.loop import evaluate, load_data
+    from .data import is_trial_task
+    from .train.loop import evaluate_split, load_data
     from .train.rundir import RunDir
 
     try:
@@ -248,16 +269,27 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     net = getattr(run.model, "network", None)
     thread_rule.apply_threads(setting, units=net.n if net is not None else run.config.hidden,
                               batch=ns.batch_size)
+    if ns.data_dir is not None and is_trial_task(run.config.task):
+        raise UsageError(f"--data-dir does not apply to the trial task {run.config.task} (its "
+                         "trials are made from the run's seed); remove it")
     splits = load_data(run.config, permutation=run.record["data"].get("permutation"))
     ds = getattr(splits, ns.split)
-    loss, acc = evaluate(run.model, ds, ns.batch_size, torch.device("cpu"))
+    loss, acc, per_task = evaluate_split(run.model, splits, ns.split, ns.batch_size,
+                                         torch.device("cpu"))
     out = {"run_dir": str(ns.run_dir), "split": ns.split, "weights": ns.weights,
            "epoch": run.epoch, "examples": len(ds), "loss": loss, "accuracy": acc}
+    if per_task is not None:
+        out["per_task"] = per_task
     if ns.json:
         print(json.dumps(out))
     else:
-        print(f"{ns.split} accuracy {100 * acc:.2f}% (loss {loss:.4f}) on {len(ds)} examples, "
+        what = "performance" if per_task is not None else "accuracy"
+        unit = "trials" if per_task is not None else "examples"
+        print(f"{ns.split} {what} {100 * acc:.2f}% (loss {loss:.4f}) on {len(ds)} {unit}, "
               f"{ns.weights} weights (epoch {out['epoch']}) of {ns.run_dir}")
+        if per_task is not None and len(per_task) > 1:
+            for task, value in per_task.items():
+                print(f"  {task}: {100 * value:.1f}%")
     return 0
 
 
@@ -277,8 +309,11 @@ def cmd_certify(ns: argparse.Namespace) -> int:
     if ns.json:
         print(cert.to_json(indent=2))
     else:
+        area_map = getattr(run.model, "area_map", None)
+        shape = (f"areas '{area_map.name}', {area_map.n} units" if area_map is not None
+                 else f"{cfg.model}, {cfg.modules}x{cfg.units}")
         print(f"certificate of the {ns.weights} weights (epoch {run.epoch}) of "
-              f"{ns.run_dir} ({cfg.model}, {cfg.modules}x{cfg.units}):")
+              f"{ns.run_dir} ({shape}):")
         print(cert.summary())
     if not cert.certified:  # one line that names the module or condition that fails
         reason = cert.failures[0] if cert.failures else "the discrete map is not covered"
@@ -344,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--json", action="store_true", help="print the certificate as JSON")
     ce.set_defaults(func=cmd_certify)
 
+    _delegate(subs.add_parser("analyze", help="analyses of a trained network of areas: "
+                              "certified fixed points, per-area PCA, lesions, communication",
+                              description="Analyses of a run on a trial task (its config "
+                              "rebuilds the model and regenerates its test trials): certified "
+                              "fixed points, per-area PCA, lesions and pathway cuts with their "
+                              "certificates, reduced-rank regression between areas. Figures "
+                              "and analysis.json go to --out (default RUN/analysis)."),
+              "analysis.cli")
     _delegate(subs.add_parser("bench", help="benchmark the recurrence engine"), "bench")
     _delegate(subs.add_parser("experiment", help="run the paper's experiments"), "experiments")
     _delegate(subs.add_parser("compare", help="train a certified config and GRU/LSTM baselines "

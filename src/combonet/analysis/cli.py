@@ -1,10 +1,16 @@
 """``combonet analyze RUN ...``: the analyses of a trained network of areas, as files.
 
 ``add_arguments(parser)`` and ``main_from_args(ns)`` follow the convention of
-``combonet.bench`` (the main CLI delegates to them). ``RUN`` is, for now, a ``state_dict``
-saved with ``torch.save(model.state_dict(), PATH)`` (or a folder holding ``model.pt``) of a
-:class:`~combonet.models.perstep.PerStepModel` built from ``--areas`` for ``--task``. The
-outputs (figures and ``analysis.json``) go to ``--out``, never over existing files.
+``combonet.bench`` (the main CLI delegates to them). ``RUN`` is a run directory of
+``combonet train`` on a trial task (``neurogym:ID``, ``synthetic[:K]``) with a certified
+per-step model (``--model areas`` or a combo net): its ``config.json`` rebuilds the model
+(:meth:`~combonet.train.rundir.RunDir.load_model`, verified weights, ``weights_only=True``), the
+area map (a combo net's modules are its areas) and the trials (the run's test trials: the
+seed ``derive_seed(seed, "test")``, balanced over tasks). ``RUN`` may also be a bare
+``state_dict`` file (or a folder holding ``model.pt``) of a
+:class:`~combonet.models.perstep.PerStepModel`, with ``--areas`` and ``--task`` naming what it
+was built from. The outputs (figures and ``analysis.json``) go to ``--out`` (default
+``RUN/analysis`` for a run directory), never over existing files.
 """
 
 from __future__ import annotations
@@ -21,21 +27,22 @@ WEIGHTS_NAME = "model.pt"
 _FILES = {"fixed-points": "fixed-points.png", "pca": "pca.png", "lesions": "lesions.png",
           "communication": "communication.png"}
 REPORT = "analysis.json"
+#: Settings a run directory's config.json decides (refused with a run directory).
+_FROM_RUN = ("areas", "task", "dt", "method")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="saved weights: a state_dict file of a "
-                        f"per-step model, or a folder holding {WEIGHTS_NAME}")
-    parser.add_argument("--areas", required=True, metavar="FILE",
-                        help="the areas file (TOML/YAML) the model was built from")
-    parser.add_argument("--task", default="synthetic", help="trial task: synthetic, "
-                        "synthetic:K, yang19, or neurogym:ID (needs combonet[neuro])")
-    parser.add_argument("--analyses", default="all",
-                        help=f"comma-separated subset of {list(ANALYSES)}, or all")
-    parser.add_argument("--trials", type=int, default=200, help="number of test trials")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test trials")
-    parser.add_argument("--dt", type=float, default=0.1, help="step of the model's map")
-    parser.add_argument("--method", choices=("cayley", "euler"), default="cayley")
+    parser.add_argument("run", metavar="RUN", help="a run directory of combonet train on a "
+                        "trial task, or a state_dict file of a per-step model (or a folder "
+                        f"holding {WEIGHTS_NAME}) with --areas and --task")
+    parser.add_argument("--what", "--analyses", dest="analyses", default="all", metavar="LIST",
+                        help=f"comma-separated subset of {list(ANALYSES)}, or all (default)")
+    parser.add_argument("--weights", choices=("best", "final"), default="final",
+                        help="a run's final weights (default) or its best-validation ones")
+    parser.add_argument("--trials", type=int, default=200,
+                        help="number of test trials (default 200)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the trials (default: "
+                        "a run's test seed; 0 for a state_dict)")
     parser.add_argument("--by", default="choice",
                         help="condition of trials: choice, task, or a NeuroGym trial-info key")
     parser.add_argument("--period", default="stimulus,stim1,sample",
@@ -43,8 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "for fixed points (first present in a trial)")
     parser.add_argument("--pairs", default=None, help="source:target area pairs for "
                         "communication, comma-separated (default: every pathway)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN-analysis)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: RUN/analysis, or RUN-analysis for a "
+                        "state_dict file)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    bare = parser.add_argument_group("a bare state_dict (not a run directory)")
+    bare.add_argument("--areas", default=None, metavar="FILE",
+                      help="the areas file (TOML/YAML) the model was built from")
+    bare.add_argument("--task", default=None, help="trial task: synthetic (default), "
+                      "synthetic:K, yang19, or neurogym:ID (needs combonet[neuro])")
+    bare.add_argument("--dt", type=float, default=None, help="step of the model's map "
+                      "(default 0.1)")
+    bare.add_argument("--method", choices=("cayley", "euler"), default=None,
+                      help="the model's map (default cayley)")
 
 
 def _weights_path(run: str) -> Path:
@@ -147,18 +165,63 @@ def run_analyses(model: Any, area_map: Any, trials: Any, out: str | Path, *,
     return report
 
 
-def main_from_args(ns: argparse.Namespace) -> int:
-    """Load the model, run the analyses, print where the results went."""
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory (it holds ``config.json``)."""
+    from ..train.rundir import CONFIG
+
+    return Path(path).is_dir() and (Path(path) / CONFIG).exists()
+
+
+def load_run(run: str | Path, weights: str = "final") -> tuple[Any, Any, Any]:
+    """``(model, area_map, loaded)`` of a run directory: the per-step model with its verified
+    weights, its area map (an areas model's own; a combo net's modules as areas), and the
+    :class:`~combonet.train.rundir.LoadedModel`. One-line errors for runs that cannot be
+    analysed (a sequence task, a baseline without a certificate)."""
+    from ..areas import module_areas
+    from ..data import is_trial_task
+    from ..models.registry import MODELS, model_spec
+    from ..train.rundir import RunDir
+
+    folder = RunDir(run)
+    cfg = folder.config()
+    if not is_trial_task(cfg.task):
+        raise ValueError(f"{run} was trained on the sequence-classification task {cfg.task}; "
+                         "analyze works on runs on trial tasks (--task neurogym:ID or "
+                         "synthetic[:K]) with per-step outputs")
+    if not model_spec(cfg.model).certifiable:
+        usable = [k for k, s in MODELS.items() if s.certifiable and "trials" in s.tasks]
+        raise ValueError(f"{run} trained model '{cfg.model}', a baseline without a "
+                         "contraction certificate: fixed points, lesions and certificates need "
+                         f"a certified per-step model (one of {usable})")
+    loaded = folder.load_model(weights)
+    model = loaded.model
+    area_map = getattr(model, "area_map", None) or module_areas(model.network)
+    return model, area_map, loaded
+
+
+def _trials_of_run(loaded: Any, count: int, seed: int | None) -> Any:
+    from ..data.neurogym import derive_seed
+    from ..data.trials import trial_task
+
+    cfg = loaded.config
+    task = trial_task(cfg.task)
+    seed = derive_seed(cfg.seed, "test") if seed is None else seed
+    return task.sample(count, seed, balanced=True)
+
+
+def _bare(ns: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
+    """The legacy form: a state_dict with --areas/--task."""
     from ..data.neurogym import load_trial_task
 
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
-    analyses = _analyses(ns.analyses)
-    if ns.trials < 2:
-        raise ValueError(f"--trials must be an integer >= 2, got {ns.trials}")
+    if ns.areas is None:
+        raise ValueError(f"{ns.run} is not a run directory (no config.json): give --areas FILE "
+                         "and --task TASK to analyse a bare state_dict, or analyse the run "
+                         "directory that combonet train wrote")
     weights = _weights_path(ns.run)
-    task = load_trial_task(ns.task)
-    model, area_map = build_model(ns.areas, task, dt=ns.dt, method=ns.method)
+    task_name = ns.task or "synthetic"
+    task = load_trial_task(task_name)
+    model, area_map = build_model(ns.areas, task, dt=0.1 if ns.dt is None else ns.dt,
+                                  method=ns.method or "cayley")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -170,13 +233,47 @@ def main_from_args(ns: argparse.Namespace) -> int:
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{weights} does not match the model of {ns.areas} for task "
-                         f"{ns.task}: {first}") from None
+                         f"{task_name}: {first}") from None
     model.eval()
-    trials = task.sample(ns.trials, seed=ns.seed, balanced=True)
+    trials = task.sample(ns.trials, seed=0 if ns.seed is None else ns.seed, balanced=True)
     out = Path(ns.out) if ns.out else weights.with_name(weights.stem + "-analysis")
+    return model, area_map, trials, out
+
+
+def main_from_args(ns: argparse.Namespace) -> int:
+    """Load the model, run the analyses, print where the results went."""
+    if ns.threads is not None:
+        if ns.threads < 1:
+            raise ValueError(f"--threads must be an integer >= 1, got {ns.threads}")
+        torch.set_num_threads(ns.threads)
+    analyses = _analyses(ns.analyses)
+    if ns.trials < 2:
+        raise ValueError(f"--trials must be an integer >= 2, got {ns.trials}")
+    if is_run_dir(ns.run):
+        given = [f"--{k}" for k in _FROM_RUN if getattr(ns, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} come(s) from the run's config.json for a run "
+                             f"directory ({ns.run}); remove {', '.join(given)}")
+        if ns.threads is None:
+            torch.set_num_threads(1)  # small per-step products: one thread is fastest
+        model, area_map, loaded = load_run(ns.run, ns.weights)
+        trials = _trials_of_run(loaded, ns.trials, ns.seed)
+        out = Path(ns.out) if ns.out else Path(ns.run) / "analysis"
+        print(f"analysing the {ns.weights} weights (epoch {loaded.epoch}) of {ns.run}: "
+              f"{loaded.config.model} on {loaded.config.task}, {len(trials)} test trials")
+    else:
+        model, area_map, trials, out = _bare(ns)
+    pairs = _pairs(ns.pairs, area_map)
+    if "communication" in analyses and not pairs:
+        if ns.analyses != "all":
+            raise ValueError("communication needs pairs of areas and the network declares no "
+                             "pathways (a combo net's modules are coupled all to all): pass "
+                             "--pairs source:target")
+        analyses = [a for a in analyses if a != "communication"]
+        print("communication: skipped (no declared pathways; pass --pairs source:target)")
     period = [p.strip() for p in ns.period.split(",") if p.strip()]
     report = run_analyses(model, area_map, trials, out, analyses=analyses, by=ns.by,
-                          period=period, pairs=_pairs(ns.pairs, area_map))
+                          period=period, pairs=pairs)
     for name in analyses:
         print(f"{name}: {out / _FILES[name]}")
     if "fixed_points" in report:
@@ -192,4 +289,5 @@ def main_from_args(ns: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ANALYSES", "add_arguments", "build_model", "main_from_args", "run_analyses"]
+__all__ = ["ANALYSES", "add_arguments", "build_model", "is_run_dir", "load_run",
+           "main_from_args", "run_analyses"]

@@ -1,7 +1,8 @@
 """Datasets read pixel by pixel as sequences: ``(num, steps, features)`` float32 tensors.
 
 Entry point: :func:`load_task` with a name from :data:`TASKS` (``digits``, ``pdigits``,
-``mnist1d``, ``mnist1d-shuffled``, ``smnist``, ``psmnist``, ``scifar10``).
+``mnist1d``, ``mnist1d-shuffled``, ``smnist``, ``psmnist``, ``scifar10``); trial tasks with
+per-step targets (``neurogym:ID``, ``synthetic[:K]``) come from :mod:`.trials`.
 """
 
 from .base import (
@@ -26,24 +27,27 @@ from .mnist import (
     read_idx_images,
     read_idx_labels,
 )
-from .registry import TASKS, Task, load_task
+from .registry import TASKS, TRIAL_TASKS, Task, TrialTaskSpec, is_trial_task, load_task, task_spec
 
 __all__ = [
     "MNIST_FILES",
     "MNIST_MEAN",
     "MNIST_STD",
     "TASKS",
+    "TRIAL_TASKS",
     "DataError",
     "DataSplits",
     "LoadOptions",
     "SequenceDataset",
     "Task",
+    "TrialTaskSpec",
     "build_splits",
     "check_permutation",
     "default_cache_dir",
     "find_cifar_dir",
     "find_mnist_dir",
     "generate_mnist1d",
+    "is_trial_task",
     "load_cifar10",
     "load_cifar10_arrays",
     "load_digits_task",
@@ -56,4 +60,5 @@ __all__ = [
     "read_cifar_batch",
     "read_idx_images",
     "read_idx_labels",
+    "task_spec",
 ]

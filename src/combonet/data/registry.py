@@ -15,12 +15,14 @@ from .cifar import load_cifar10
 from .embedded import load_digits_task, load_mnist1d
 from .mnist import load_mnist
 
-__all__ = ["TASKS", "Task", "load_task"]
+__all__ = ["TASKS", "TRIAL_TASKS", "Task", "TrialTaskSpec", "is_trial_task", "load_task",
+           "task_names", "task_spec"]
 
 
 @dataclass(frozen=True)
 class Task:
-    """A registered task; calling it loads the data (same keywords as :func:`load_task`)."""
+    """A registered task; calling it loads the data (same keywords as :func:`load_task`).
+    One label per sequence (``per_step = False``)."""
 
     name: str
     steps: int
@@ -30,9 +32,74 @@ class Task:
     needs_data_dir: bool
     description: str
     _loader: Callable[..., DataSplits]
+    per_step: bool = False
 
     def __call__(self, data_dir: str | Path | None = None, **kwargs: Any) -> DataSplits:
         return load_task(self.name, data_dir, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrialTaskSpec:
+    """A family of trial tasks (``neurogym:ID``, ``synthetic[:K]``): per-step targets and the
+    mask of the scored steps (:mod:`.neurogym`), trained with the masked per-step loss and
+    scored by NeuroGym's performance measure (:mod:`.trials`)."""
+
+    pattern: str  # how a name of the family looks, e.g. "neurogym:ID"
+    prefix: str
+    description: str
+    needs_extra: bool = False
+    per_step: bool = True
+    needs_data_dir: bool = False
+
+    def matches(self, name: str) -> bool:
+        return name == self.prefix or name.startswith(self.prefix + ":")
+
+
+TRIAL_TASKS: dict[str, TrialTaskSpec] = {
+    t.pattern: t
+    for t in (
+        TrialTaskSpec("neurogym:ID", "neurogym", "a NeuroGym task, e.g. "
+                      "neurogym:PerceptualDecisionMaking-v0, or neurogym:yang19 (the 20 tasks "
+                      "of Yang et al. 2019 as one multitask problem, rule input appended); "
+                      "per-step targets (needs pip install 'combonet[neuro]')", True),
+        TrialTaskSpec("synthetic[:K]", "synthetic", "a tiny pro/anti perceptual-decision task "
+                      "family with K rules (default 1), NeuroGym's trial format, no extra"),
+    )
+}
+
+
+def task_names() -> list[str]:
+    """Every task name or name pattern (for help texts and error messages)."""
+    return [*TASKS, *TRIAL_TASKS]
+
+
+def _check_trial_name(name: str, family: TrialTaskSpec) -> None:
+    rest = name[len(family.prefix) + 1:] if ":" in name else ""
+    if family.prefix == "neurogym":
+        if not rest.strip() or rest != rest.strip() or any(c.isspace() for c in rest):
+            raise ValueError(f'Invalid task "{name}": name a NeuroGym environment, e.g. '
+                             "neurogym:PerceptualDecisionMaking-v0 or neurogym:yang19")
+    elif ":" in name and not (rest.isdigit() and int(rest) >= 1):
+        raise ValueError(f'Invalid task "{name}": synthetic:K needs an integer K >= 1')
+
+
+def task_spec(name: str) -> Task | TrialTaskSpec:
+    """The registry entry of task ``name``: a :class:`Task` of :data:`TASKS`, or the
+    :class:`TrialTaskSpec` of a trial-task family (the name's form is checked here; whether a
+    NeuroGym environment exists is checked when its trials are made)."""
+    if isinstance(name, str):
+        if name in TASKS:
+            return TASKS[name]
+        for family in TRIAL_TASKS.values():
+            if family.matches(name):
+                _check_trial_name(name, family)
+                return family
+    return TASKS[choice("task", name, task_names())]  # raises, listing the names
+
+
+def is_trial_task(name: str) -> bool:
+    """Whether ``name`` is a per-step trial task (a bad name raises)."""
+    return task_spec(name).per_step
 
 
 def _digits(data_dir: Any, **kw: Any) -> DataSplits:

@@ -31,6 +31,10 @@ __all__ = [
     "decisions",
     "evaluate_trials",
     "masked_cross_entropy",
+    "pack_targets",
+    "packed_accuracy",
+    "packed_loss",
+    "per_step_of",
 ]
 
 
@@ -243,3 +247,57 @@ def evaluate_trials(model: nn.Module, trials: Any, *, batch_size: int = 256,
     finally:
         model.train(was_training)
     return loss_sum / weight_sum, _summarise(oks, tasks, trials.task_names)
+
+
+# -- the training loop's view: targets packed into one tensor -----------------------------------
+#: Channels of packed targets (``pack_targets``): target action, loss weight, scored step.
+TARGET, WEIGHT, SCORED = 0, 1, 2
+
+
+def pack_targets(trials: Any, other_weight: float = 0.2) -> Tensor:
+    """(batch, steps, 3) float32: the target action, the loss weight
+    (``trials.loss_weights(other_weight)``) and the scored-step mask of every step, so that a
+    generic loop can carry per-step targets as one "label" tensor per trial
+    (:func:`packed_loss`, :func:`packed_accuracy`)."""
+    return torch.stack([trials.targets.float(), trials.loss_weights(other_weight),
+                        trials.mask.float()], -1)
+
+
+def _check_packed(logits: Tensor, packed: Tensor) -> None:
+    if packed.dim() != 3 or packed.shape[2] != 3 or tuple(packed.shape[:2]) != \
+            tuple(logits.shape[:2]):
+        raise ValueError(f"packed targets must have shape (batch, steps, 3) matching the logits "
+                         f"{tuple(logits.shape)}, got {tuple(packed.shape)}")
+
+
+def packed_loss(logits: Tensor, packed: Tensor) -> Tensor:
+    """:func:`masked_cross_entropy` of logits (batch, steps, actions) against packed targets."""
+    _check_packed(logits, packed)
+    return masked_cross_entropy(logits, packed[..., TARGET].long(), packed[..., WEIGHT])
+
+
+def packed_accuracy(logits: Tensor, packed: Tensor) -> tuple[float, float]:
+    """``(correct, trials)``: NeuroGym's performance measure (the action at the last scored
+    step equals the target there) on packed targets."""
+    _check_packed(logits, packed)
+    scored = packed[..., SCORED] > 0
+    if not bool(scored.any(1).all()):
+        raise ValueError("every trial needs a scored (decision) step")
+    steps = torch.arange(scored.shape[1], device=scored.device).expand_as(scored)
+    last = torch.where(scored, steps, -1).max(1).values
+    pick = last[:, None]
+    action = logits.gather(1, pick[:, :, None].expand(-1, 1, logits.shape[2]))[:, 0].argmax(-1)
+    target = packed[..., TARGET].gather(1, pick)[:, 0].long()
+    return float((action == target).sum()), float(len(target))
+
+
+def per_step_of(classifier: Any, input_size: int, num_actions: int) -> PerStepModel:
+    """The per-step model of a :class:`~combonet.models.SequenceClassifier`'s network (same
+    network, step ``dt`` and map; its own encoder and a readout at every step; the
+    classifier's per-unit input mask, if any, kept)."""
+    network = classifier.network
+    unit_mask = getattr(classifier, "input_mask", None)
+    input_mask = None if unit_mask is None else \
+        unit_mask.detach().float()[:, None].expand(network.n, input_size).clone()
+    return PerStepModel(network, input_size, num_actions, dt=classifier.dt,
+                        method=classifier.method, input_mask=input_mask)

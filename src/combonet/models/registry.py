@@ -27,6 +27,7 @@ from .baselines import (
 )
 from .builders import combo_net, sparse_combo_net, svd_combo_net, unconstrained_combo_net
 from .classifier import SequenceClassifier
+from .perstep import CTRNN, PerStepModel, per_step_of
 
 Builder = Callable[[Any, int, int], nn.Module]
 
@@ -91,14 +92,62 @@ def build_antisymmetric(cfg: Any, input_size: int, num_classes: int) -> nn.Modul
     return AntisymmetricRNN(input_size, cfg.hidden, num_classes, seed=cfg.seed)
 
 
+def areas_spec(cfg: Any) -> Any:
+    """The :class:`~combonet.areas.AreasSpec` of ``cfg.areas`` (the areas file's content, as
+    ``TrainConfig`` stores it), its ``seed`` offset by ``cfg.seed`` (so ``--seed`` draws new
+    areas too; ``--seed 0`` builds exactly the file's network)."""
+    import dataclasses
+    import json
+
+    from ..areas import parse_areas
+
+    if cfg.areas is None:
+        raise ValueError("model 'areas' needs an areas file: give --areas FILE (TOML, YAML or "
+                         "JSON; docs/neuro.md)")
+    text = cfg.areas
+    spec = parse_areas(json.loads(text) if isinstance(text, str) else text, source="areas")
+    return dataclasses.replace(spec, seed=spec.seed + int(cfg.seed))
+
+
+def build_areas_model(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
+    """The certified network of areas of ``cfg.areas`` (:func:`combonet.areas.build_areas`),
+    read out at every step: a :class:`~combonet.models.perstep.PerStepModel` whose input and
+    output masks are the area map's; the map is kept as ``model.area_map``."""
+    from ..areas import build_areas
+
+    network, area_map = build_areas(areas_spec(cfg))
+    model = PerStepModel(network, input_size, num_classes, dt=cfg.dt, method=cfg.method,
+                         input_mask=area_map.input_mask(input_size),
+                         output_mask=area_map.output_mask())
+    model.area_map = area_map
+    return model
+
+
+def build_ctrnn(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
+    """NeuroGym's CTRNN baseline: ``hidden`` units, ``alpha = dt / ctrnn_tau`` with the task's
+    step ``dt`` (100 ms for NeuroGym's tasks: ``ctrnn_tau = 100`` is the recipe's alpha = 1)."""
+    from ..data.trials import trial_task
+
+    dt = float(trial_task(cfg.task).dt)
+    if not 0 < dt / cfg.ctrnn_tau <= 1:
+        raise ValueError(f"ctrnn_tau={cfg.ctrnn_tau:g} ms is shorter than the task's step "
+                         f"dt={dt:g} ms (alpha = dt / tau must lie in (0, 1]); give "
+                         f"--ctrnn-tau >= {dt:g}")
+    return CTRNN(input_size, num_classes, hidden_size=cfg.hidden, tau=cfg.ctrnn_tau, dt=dt)
+
+
 # -- the registry ----------------------------------------------------------------------------
 #: Settings every combo net reads; ``density`` and ``magnitude`` only the sparse ones.
 COMBO_FLAGS = frozenset({"modules", "units", "init_scale", "coupling_density", "dt", "method",
                          "coupling_rank", "tau_train", "tau_max", "readout"})
 SPARSE_FLAGS = COMBO_FLAGS | {"density", "magnitude"}
 BASELINE_FLAGS = frozenset({"hidden"})
+AREAS_FLAGS = frozenset({"areas", "dt", "method"})
+CTRNN_FLAGS = frozenset({"hidden", "ctrnn_tau"})
 #: Every model-specific setting (a setting outside this set applies to every model).
-MODEL_FLAGS = SPARSE_FLAGS | BASELINE_FLAGS
+MODEL_FLAGS = SPARSE_FLAGS | BASELINE_FLAGS | AREAS_FLAGS | CTRNN_FLAGS
+#: Kinds of task a model can learn: one label per sequence, or per-step targets of trials.
+SEQUENCE, TRIALS = "sequence", "trials"
 #: Draws of a Theorem-1 module before :class:`~combonet.SparseModule` gives up (its default).
 SPARSE_TRIES = 1000
 #: Refuse a sparse configuration when all the draws together pass with less than this chance.
@@ -173,6 +222,9 @@ class ModelSpec:
     flags: frozenset[str]
     #: a cheap check of the settings, run before anything is built
     check: Callable[[Any], None] | None = None
+    #: the kinds of task it learns (:data:`SEQUENCE`, :data:`TRIALS`); a combo net on a trial
+    #: task is read out at every step (:func:`~combonet.models.perstep.per_step_of`)
+    tasks: frozenset[str] = frozenset({SEQUENCE, TRIALS})
 
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in (
@@ -191,13 +243,22 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("hybrid-combo", build_kind("svd", hybrid=True), "a fast Theorem-5 input module "
               "feeding (hierarchy) slower Theorem-5 memory modules coupled by eq. 3", True,
               COMBO_FLAGS),
-    ModelSpec("lstm", build_lstm, "one-layer LSTM", False, BASELINE_FLAGS),
-    ModelSpec("gru", build_gru, "one-layer GRU", False, BASELINE_FLAGS),
-    ModelSpec("rnn", build_rnn, "one-layer tanh RNN", False, BASELINE_FLAGS),
+    ModelSpec("areas", build_areas_model, "a certified network of areas from an areas file "
+              "(--areas FILE; docs/neuro.md), read out at every step (trial tasks)", True,
+              AREAS_FLAGS, tasks=frozenset({TRIALS})),
+    ModelSpec("lstm", build_lstm, "one-layer LSTM", False, BASELINE_FLAGS,
+              tasks=frozenset({SEQUENCE})),
+    ModelSpec("gru", build_gru, "one-layer GRU", False, BASELINE_FLAGS,
+              tasks=frozenset({SEQUENCE})),
+    ModelSpec("rnn", build_rnn, "one-layer tanh RNN", False, BASELINE_FLAGS,
+              tasks=frozenset({SEQUENCE})),
     ModelSpec("lipschitz", build_lipschitz, "Lipschitz RNN (Erichson et al. 2021)", False,
-              BASELINE_FLAGS),
+              BASELINE_FLAGS, tasks=frozenset({SEQUENCE})),
     ModelSpec("antisymmetric", build_antisymmetric, "Antisymmetric RNN (Chang et al. 2019)",
-              False, BASELINE_FLAGS),
+              False, BASELINE_FLAGS, tasks=frozenset({SEQUENCE})),
+    ModelSpec("ctrnn", build_ctrnn, "NeuroGym's continuous-time RNN baseline (hidden units, "
+              "alpha = dt / ctrnn_tau; trial tasks), no certificate", False, CTRNN_FLAGS,
+              tasks=frozenset({TRIALS})),
 )}
 COMBO_MODELS = tuple(name for name, s in MODELS.items() if "modules" in s.flags)
 
@@ -222,33 +283,58 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def task_kind(task: str) -> str:
+    """:data:`TRIALS` for a trial task (per-step targets), else :data:`SEQUENCE`."""
+    from ..data.registry import is_trial_task
+
+    return TRIALS if is_trial_task(task) else SEQUENCE
+
+
 def check_model(cfg: Any) -> None:
-    """The model's cheap pre-checks (e.g. a hopeless Theorem-1 search), before building."""
+    """The model's cheap pre-checks (the kind of task it learns; e.g. a hopeless Theorem-1
+    search), before building."""
     spec = model_spec(cfg.model)
+    kind = task_kind(cfg.task)
+    if kind not in spec.tasks:
+        fits = [k for k, s in MODELS.items() if kind in s.tasks]
+        what = ("trial tasks (per-step targets)" if kind == TRIALS
+                else "sequence-classification tasks")
+        raise ValueError(f"model '{spec.name}' cannot learn task '{cfg.task}': for "
+                         f"{what} choose one of {fits}")
     if spec.check is not None:
         spec.check(cfg)
 
 
 def build_model(cfg: Any, input_size: int, num_classes: int) -> nn.Module:
     """``MODELS[cfg.model].builder(cfg, input_size, num_classes)``, after the model's pre-check;
-    a builder's refusal is re-raised naming the model and the settings it read."""
+    on a trial task a combo net is read out at every step (a
+    :class:`~combonet.models.perstep.PerStepModel` of the same network). A builder's refusal is
+    re-raised naming the model and the settings it read."""
     spec = model_spec(cfg.model)
     check_model(cfg)
     try:
-        return spec.builder(cfg, input_size, num_classes)
+        model = spec.builder(cfg, input_size, num_classes)
+        if isinstance(model, SequenceClassifier) and task_kind(cfg.task) == TRIALS:
+            model = per_step_of(model, input_size, num_classes)
+        return model
     except ValueError as err:
+        if isinstance(err, ImportError):  # a missing optional extra says how to install it
+            raise
         shown = [k for k in ("modules", "units", "density", "magnitude", "hidden")
                  if k in spec.flags]
         settings = ", ".join(f"{k}={getattr(cfg, k):g}" for k in shown)
+        where = f" with {settings}" if settings else \
+            (" from its areas file" if "areas" in spec.flags else "")
         text = str(err).rstrip(". ")
         if "Theorem 1" in text and "lower" not in text:
             text += "; lower --magnitude or --density"
-        raise ValueError(f"cannot build {spec.name} with {settings}: {text}") from None
+        raise ValueError(f"cannot build {spec.name}{where}: {text}") from None
 
 
 def is_combo(model: nn.Module) -> bool:
-    """Whether ``model`` is a network of networks that :func:`combonet.certify` can check."""
-    return isinstance(model, SequenceClassifier)
+    """Whether ``model`` is a network of networks that :func:`combonet.certify` can check
+    (a sequence classifier or a per-step model: ``model.network``, ``.dt``, ``.method``)."""
+    return isinstance(model, (SequenceClassifier, PerStepModel))
 
 
 def count_parameters(model: nn.Module) -> dict[str, Any]:
@@ -285,7 +371,8 @@ def count_parameters(model: nn.Module) -> dict[str, Any]:
     return out
 
 
-__all__ = ["BASELINE_FLAGS", "COMBO_FLAGS", "COMBO_MODELS", "MODELS", "MODEL_FLAGS",
-           "SPARSE_FLAGS", "ModelSpec", "build_model", "check_model", "check_sparse_feasible",
-           "count_parameters", "default_map", "discrete_maps", "is_combo", "model_spec",
-           "theorem1_pass_bound"]
+__all__ = ["AREAS_FLAGS", "BASELINE_FLAGS", "COMBO_FLAGS", "COMBO_MODELS", "CTRNN_FLAGS",
+           "MODELS", "MODEL_FLAGS", "SEQUENCE", "SPARSE_FLAGS", "TRIALS", "ModelSpec",
+           "areas_spec", "build_areas_model", "build_ctrnn", "build_model", "check_model",
+           "check_sparse_feasible", "count_parameters", "default_map", "discrete_maps",
+           "is_combo", "model_spec", "task_kind", "theorem1_pass_bound"]

@@ -44,6 +44,10 @@ SCHEDULES: dict[str, Option] = {
 }
 DEVICES = ("auto", "cpu", "cuda")
 EVAL_TEST = ("best", "every")
+#: Settings only sequence-classification (image) tasks read, and only trial tasks read.
+SEQUENCE_TASK_FLAGS = frozenset({"data_dir", "val_fraction", "limit_train", "limit_test",
+                                 "permutation_seed", "readout"})
+TRIAL_TASK_FLAGS = frozenset({"epoch_trials", "val_trials", "test_trials", "other_weight"})
 OPTIMIZER_FLAGS = frozenset().union(*(o.flags for o in OPTIMIZERS.values()))
 SCHEDULE_FLAGS = frozenset().union(*(o.flags for o in SCHEDULES.values()))
 
@@ -76,6 +80,12 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     permutation_seed: int = 0
+    #: trial tasks: fresh training trials per epoch, fixed validation and test trials, and the
+    #: loss weight of the unscored steps (Yang et al. 2019: 0.2)
+    epoch_trials: int = 2048
+    val_trials: int = 400
+    test_trials: int = 1000
+    other_weight: float = 0.2
     # model
     model: str = "sparse-combo"
     modules: int = 16
@@ -91,6 +101,11 @@ class TrainConfig:
     dt: float = 0.1
     method: str = "cayley"
     hidden: int = 128
+    #: model "areas": the areas file's content (a path given here is read at once, so a run
+    #: directory's config.json holds the network itself, not a path that may change)
+    areas: str | None = None
+    #: model "ctrnn": time constant in ms (alpha = task dt / ctrnn_tau; NeuroGym: 100)
+    ctrnn_tau: float = 100.0
     # optimisation
     optimizer: str = "adam"
     lr: float = 0.05
@@ -115,6 +130,10 @@ class TrainConfig:
     quiet: bool = False
     # start from the final weights of a finished run (a new run: fresh optimiser and schedule)
     init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.areas is not None:
+            self.areas = areas_content(self.areas)
 
     # -- conversion -----------------------------------------------------------------------
     @classmethod
@@ -147,9 +166,20 @@ class TrainConfig:
     def not_applicable(self) -> dict[str, str]:
         """Settings that the chosen model, optimizer or schedule does not read, each with the
         reason (a user who sets one is told so; they never enter the fingerprint)."""
+        from ..data.registry import TASKS, TRIAL_TASKS, is_trial_task
         from ..models.registry import MODEL_FLAGS, MODELS
 
         out: dict[str, str] = {}
+        try:
+            trial = is_trial_task(self.task)
+        except ValueError:  # a bad task name is validate()'s to report
+            trial = None
+        if trial is not None:
+            own = TRIAL_TASK_FLAGS if trial else SEQUENCE_TASK_FLAGS
+            users = (f"sequence-classification tasks: {', '.join(TASKS)}" if trial
+                     else f"trial tasks: {', '.join(TRIAL_TASKS)}")
+            for name in sorted((SEQUENCE_TASK_FLAGS | TRIAL_TASK_FLAGS) - own):
+                out[name] = f"does not apply to task '{self.task}' (only to {users})"
         groups = (("model", self.model, MODELS, MODEL_FLAGS),
                   ("optimizer", self.optimizer, OPTIMIZERS, OPTIMIZER_FLAGS),
                   ("schedule", self.schedule, SCHEDULES, SCHEDULE_FLAGS))
@@ -194,17 +224,23 @@ class TrainConfig:
         return self
 
     def _validate(self) -> None:
-        from ..data import TASKS
+        from ..data.registry import task_spec
         from ..models.registry import MODELS, check_model, discrete_maps
 
-        v.choice("task", self.task, TASKS)
+        task_spec(self.task)
         v.choice("model", self.model, MODELS)
         v.choice("method", self.method, discrete_maps())
         v.choice("optimizer", self.optimizer, OPTIMIZERS)
         v.choice("schedule", self.schedule, SCHEDULES)
         v.choice("device", self.device, DEVICES)
-        for name in ("modules", "units", "hidden", "batch_size", "epochs", "lr_step_size"):
+        for name in ("modules", "units", "hidden", "batch_size", "epochs", "lr_step_size",
+                     "epoch_trials", "val_trials", "test_trials"):
             v.integer(name, getattr(self, name), 1)
+        v.non_negative("other_weight", self.other_weight, hi=v.FLOAT32_MAX)
+        v.positive("ctrnn_tau", self.ctrnn_tau, hi=v.FLOAT32_MAX)
+        if self.model == "areas" and self.areas is None:
+            raise ConfigError("model 'areas' needs an areas file: give --areas FILE (TOML, "
+                              "YAML or JSON; docs/neuro.md)")
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) is not None:
                 v.integer(name, getattr(self, name), 1)
@@ -251,11 +287,44 @@ class TrainConfig:
 _MISSING = object()
 
 
+def areas_content(value: Any) -> str:
+    """An areas spec -- a path to a TOML/YAML/JSON areas file, its content as JSON text
+    (``{...}``), or a mapping -- as canonical JSON text of the parsed spec (declaration order
+    kept: it decides the state layout). Raises :class:`ConfigError` in one line."""
+    import json
+    from collections.abc import Mapping
+
+    from ..areas import load_areas, parse_areas
+
+    try:
+        if isinstance(value, Mapping):
+            spec = parse_areas(value, source="areas")
+        elif isinstance(value, (str, Path)) and str(value).lstrip().startswith("{"):
+            try:
+                data = json.loads(str(value))
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"areas: the inline JSON spec cannot be parsed ({err})") \
+                    from None
+            spec = parse_areas(data, source="areas")
+        elif isinstance(value, (str, Path)) and str(value).strip():
+            spec = load_areas(value)
+        else:
+            raise ConfigError(f"areas must be an areas file (TOML, YAML or JSON) or none, got "
+                              f"{value!r}")
+    except ConfigError:
+        raise
+    except (ValueError, OSError) as err:
+        raise ConfigError(" ".join(str(err).split())) from None
+    return json.dumps(spec.to_dict())
+
+
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     """Convert a file/flag value to the field's type (``"1e-3"`` -> float, ``"none"`` -> None)."""
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if name == "areas" and isinstance(value, dict):
+        return value  # an areas table inside a settings file (TrainConfig reads it)
     if value is None or (optional and isinstance(value, str)
                          and value.strip().lower() in ("none", "null", "")):
         if optional:
@@ -388,5 +457,5 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["DEVICES", "INIT_FROM_FIELDS", "OPTIMIZERS", "RUNTIME_FIELDS", "SCHEDULES",
-           "ConfigError", "Option", "TrainConfig", "file_kind", "read_config_file",
-           "read_text_file"]
+           "SEQUENCE_TASK_FLAGS", "TRIAL_TASK_FLAGS", "ConfigError", "Option", "TrainConfig",
+           "areas_content", "file_kind", "read_config_file", "read_text_file"]

@@ -9,6 +9,12 @@ losses weighted by ``count``, its accuracy ``sum(correct) / sum(count)``. The de
 cross-entropy and top-1 accuracy of one label per sequence.
 
 The test split is evaluated and logged every epoch but never used for any decision.
+
+Trial tasks (``neurogym:ID``, ``synthetic[:K]``; :mod:`combonet.data.trials`) run through the
+same loop: fresh seeded training trials every epoch, targets packed per step, the masked
+per-step loss and NeuroGym's performance measure as ``loss_fn``/``metric_fn`` (the data's own
+unless given), and validation/test scored per task (:func:`evaluate_split`; the epoch records
+gain ``val_per_task``/``test_per_task``).
 """
 
 from __future__ import annotations
@@ -124,9 +130,16 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer
 
 
 def load_data(cfg: TrainConfig, permutation: list[int] | None = None) -> Any:
-    """The task's train/val/test splits (``permutation`` reuses a saved one)."""
-    from ..data import load_task
+    """The task's train/val/test splits (``permutation`` reuses a saved one); for a trial task
+    a :class:`~combonet.data.trials.TrialData` (fresh training trials every epoch)."""
+    from ..data import is_trial_task, load_task
 
+    if is_trial_task(cfg.task):
+        from ..data.trials import load_trial_data
+
+        return load_trial_data(cfg.task, seed=cfg.seed, epoch_trials=cfg.epoch_trials,
+                               val_trials=cfg.val_trials, test_trials=cfg.test_trials,
+                               other_weight=cfg.other_weight)
     return load_task(cfg.task, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
                      permutation_seed=cfg.permutation_seed, permutation=permutation,
                      limit_train=cfg.limit_train, limit_test=cfg.limit_test)
@@ -164,6 +177,29 @@ def evaluate(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
+def evaluate_split(model: nn.Module, data: Any, split: str, batch_size: int,
+                   device: torch.device, info: ddp.DistInfo | None = None, *,
+                   loss_fn: LossFn | None = None, metric_fn: MetricFn | None = None
+                   ) -> tuple[float, float, dict[str, float] | None]:
+    """Loss, accuracy and (trial tasks) accuracy per task of ``model`` on ``data.<split>``.
+
+    Sequence tasks: :func:`evaluate` with ``loss_fn``/``metric_fn`` (per task: None). Trial
+    tasks: :func:`~combonet.models.perstep.evaluate_trials` (the masked per-step loss weighted
+    by ``data.<split>.other_weight``, NeuroGym's performance measure, per task), every rank on
+    every trial (the sets are small)."""
+    ds = getattr(data, split)
+    if not getattr(data, "per_step", False):
+        fns = {"loss_fn": loss_fn or cross_entropy, "metric_fn": metric_fn or accuracy}
+        loss, acc = evaluate(model, ds, batch_size, device, info, **fns)
+        return loss, acc, None
+    from ..models.perstep import evaluate_trials
+
+    positive_int("batch_size", batch_size)
+    loss, perf = evaluate_trials(model, ds.on(device), batch_size=batch_size,
+                                 other_weight=ds.other_weight)
+    return loss, perf.accuracy, dict(perf.per_task)
+
+
 def certificate_of(model: nn.Module, max_dt: bool = True) -> Any:
     """``certify`` of a combo net's network with the step and map it runs (None otherwise);
     ``max_dt=False`` skips the search for the largest covered step (per-epoch checks)."""
@@ -185,8 +221,8 @@ class Trainer:
     optimiser, schedule and loader ready. :meth:`loop` trains; :meth:`close` releases."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False,
-                 reporter: Reporter | None = None, loss_fn: LossFn = cross_entropy,
-                 metric_fn: MetricFn = accuracy) -> None:
+                 reporter: Reporter | None = None, loss_fn: LossFn | None = None,
+                 metric_fn: MetricFn | None = None) -> None:
         self.cfg = cfg.validate()
         self.resume = resume
         self.reporter = reporter if reporter is not None else Reporter()
@@ -205,6 +241,7 @@ class Trainer:
         self.certificate: dict[str, Any] | None = None
         self.net: nn.Module | None = None
         self.threads_used: int | None = None
+        self.per_step = False  # a trial task (set when the data is loaded)
         try:
             self._set_threads()
             self._check_batch()
@@ -214,6 +251,13 @@ class Trainer:
                 saved = self._saved_state()
             source = self._source_weights() if cfg.init_from and not resume else None
             self.data = load_data(cfg)
+            self.per_step = bool(getattr(self.data, "per_step", False))
+            # the task's own loss and metric unless given (per-step: masked loss, NeuroGym's
+            # performance measure; else cross-entropy and top-1 accuracy)
+            if self.loss_fn is None:
+                self.loss_fn = self.data.loss_fn if self.per_step else cross_entropy
+            if self.metric_fn is None:
+                self.metric_fn = self.data.metric_fn if self.per_step else accuracy
             seed_everything(cfg.seed)
             model = build_model(cfg, self.data.features, self.data.num_classes)
             if source is not None:
@@ -392,6 +436,16 @@ class Trainer:
         cfg, info = self.cfg, self.info
         sampler = DistributedSampler(self.data.train, num_replicas=info.world, rank=info.rank,
                                      shuffle=True, seed=cfg.seed)
+        if self.per_step:  # fresh trials every epoch (train_epoch), batches trimmed
+            from torch.utils.data import DataLoader
+
+            from ..data.trials import collate_trials
+
+            generator = torch.Generator().manual_seed(cfg.seed)
+            loader = DataLoader(self.data.train, batch_size=cfg.batch_size // info.world,
+                                sampler=sampler, collate_fn=collate_trials, num_workers=0,
+                                generator=generator)
+            return sampler, loader
         loader = make_loader(self.data.train, cfg.batch_size // info.world, shuffle=False,
                              seed=cfg.seed, sampler=sampler)
         return sampler, loader
@@ -399,16 +453,22 @@ class Trainer:
     def config_record(self) -> dict[str, Any]:
         from .. import __version__
 
-        return {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(),
-                "data": self.data.meta, "parameters": self.params,
-                "init_from": self.init_from, "world_size": self.info.world,
-                "combonet_version": __version__, "torch_version": torch.__version__}
+        record = {"config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(),
+                  "data": self.data.meta, "parameters": self.params,
+                  "init_from": self.init_from, "world_size": self.info.world,
+                  "combonet_version": __version__, "torch_version": torch.__version__}
+        area_map = getattr(self.model, "area_map", None)
+        if area_map is not None:  # where every area and pathway lives (for people)
+            record["area_map"] = area_map.to_dict()
+        return record
 
     # epochs -------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg, info = self.cfg, self.info
         self.net.train()
         self.sampler.set_epoch(epoch)
+        if self.per_step:
+            self.data.new_epoch(epoch)  # this epoch's fresh trials (seed and epoch decide)
         steps = len(self.loader)
         if info.is_main:
             self.reporter.epoch_start(epoch, cfg.epochs, steps)
@@ -447,14 +507,15 @@ class Trainer:
         self.scheduler.step()
         bs = max(256, cfg.batch_size)
         fns = {"loss_fn": self.loss_fn, "metric_fn": self.metric_fn}
-        val_loss, val_acc = evaluate(self.model, self.data.val, bs, info.device, info, **fns)
-        test_loss = test_acc = None
+        val_loss, val_acc, val_tasks = evaluate_split(self.model, self.data, "val", bs,
+                                                      info.device, info, **fns)
+        test_loss = test_acc = test_tasks = None
         # the test split is never used for a decision; by default it is evaluated only where
         # it is reported: at every new best validation epoch and at the last epoch
         if cfg.eval_test == "every" or epoch == cfg.epochs or \
                 self._improved({"val_acc": val_acc, "val_loss": _finite(val_loss)}):
-            test_loss, test_acc = evaluate(self.model, self.data.test, bs, info.device, info,
-                                           **fns)
+            test_loss, test_acc, test_tasks = evaluate_split(self.model, self.data, "test", bs,
+                                                             info.device, info, **fns)
         t_eval = time.time()
         record: dict[str, Any] = {
             "epoch": epoch, "train_loss": _finite(train_loss), "train_acc": train_acc,
@@ -462,6 +523,8 @@ class Trainer:
             "test_loss": None if test_loss is None else _finite(test_loss),
             "test_acc": test_acc, "lr": lr,
         }
+        if self.per_step:  # NeuroGym's performance per task (validation; test where run)
+            record["val_per_task"], record["test_per_task"] = val_tasks, test_tasks
         if is_combo(self.model):
             record["certified"], record["margin"] = None, None
             due = cfg.certify_every and (epoch % cfg.certify_every == 0 or epoch == cfg.epochs)
@@ -602,7 +665,7 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None,
-          loss_fn: LossFn = cross_entropy, metric_fn: MetricFn = accuracy) -> RunResult:
+          loss_fn: LossFn | None = None, metric_fn: MetricFn | None = None) -> RunResult:
     """Run (or resume) one training run; see :mod:`.rundir` for the files it writes.
 
     Prints nothing (pass a ``reporter``). Ctrl-C raises :class:`TrainingInterrupted` (a
@@ -630,4 +693,5 @@ def train(cfg: TrainConfig, *, resume: bool = False, reporter: Reporter | None =
 
 __all__ = ["LossFn", "MetricFn", "RunResult", "Trainer", "TrainingDiverged",
            "TrainingInterrupted", "accuracy", "certificate_of", "cross_entropy", "evaluate",
-           "load_data", "lr_factor", "make_optimizer", "make_scheduler", "train"]
+           "evaluate_split", "load_data", "lr_factor", "make_optimizer", "make_scheduler",
+           "train"]
