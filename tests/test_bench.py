@@ -56,6 +56,7 @@ def run_json(argv: list[str], capsys, status: int = 0) -> dict:
 
 def test_bench_json_all_contenders(capsys):
     r = run_json([], capsys)
+    cfg = r["config"]
     assert set(r["time_train_s"]) == {"engine", "careful", "rebuild", "gru", "lstm"}
     assert set(r["time_forward_s"]) == set(r["time_train_s"])
     assert set(r["rel_err_vs_careful"]) == {"engine", "rebuild"}
@@ -63,6 +64,10 @@ def test_bench_json_all_contenders(capsys):
         assert e["logits"] < 1e-5 and e["grads"] < 1e-5
     assert r["failed"] == {}
     assert r["ratio_train"]["engine"] == 1.0 and r["ratio_forward"]["engine"] == 1.0
+    assert r["ratio_cpu_train"]["engine"] == 1.0 and set(r["cpu_train_s"]) == set(r["time_train_s"])
+    for name, t in r["cpu_train_s"].items():
+        assert t >= 0 and math.isclose(r["ratio_cpu_train"][name] * r["cpu_train_s"]["engine"], t)
+    assert r["wall_s"] > 0 and "commit" in cfg and "worktree_dirty" in cfg
     for name, t in r["time_train_s"].items():
         assert t > 0 and math.isclose(r["ratio_train"][name], t / r["time_train_s"]["engine"])
         assert min(r["times_train_s"][name]) == t

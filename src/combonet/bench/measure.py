@@ -109,6 +109,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def git_state() -> dict[str, Any]:
+    """``{"commit": HEAD, "worktree_dirty": bool}`` of the checkout this package runs from
+    (both None outside a git checkout): which code a recorded measurement ran."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "worktree_dirty": None}
+    return {"commit": head, "worktree_dirty": dirty}
+
+
 def max_rel_err(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor]) -> float:
     """``max_i max|got_i - want_i| / max|want_i|`` over the tensors (normwise, per tensor;
     absolute where ``want_i`` is zero); 0.0 for empty lists."""

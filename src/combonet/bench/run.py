@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,7 +25,15 @@ from .contenders import (
     parameter_count,
 )
 from .flops import recurrence_flops, train_flops
-from .measure import CompetingLoad, cpu_name, matmul_peak, max_rel_err, peak_memory_mb, timed
+from .measure import (
+    CompetingLoad,
+    cpu_name,
+    git_state,
+    matmul_peak,
+    max_rel_err,
+    peak_memory_mb,
+    timed,
+)
 
 T = TypeVar("T")
 
@@ -82,6 +91,9 @@ class Contender:
     module: nn.Module
     params: list[torch.Tensor]
     times: dict[str, list[float]] = field(default_factory=lambda: {"forward": [], "train": []})
+    #: CPU seconds of this process for the same calls (all its threads): less sensitive than
+    #: wall time to other processes taking the cores (on CPU)
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"forward": [], "train": []})
     memory_mb: float | None = None
     error: str | None = None
     rank: int | None = None  # the coupling rank the engine runs (None: dense)
@@ -207,8 +219,8 @@ def _time_all(runners: dict[str, Contender], inputs: torch.Tensor, labels: torch
         order = names[rep % len(names):] + names[:rep % len(names)]
         peaks.append(matmul_peak(*mm_shape, device, dtype))
         for n in order:
-            _guarded(runners[n], lambda c: c.times["forward"].append(
-                timed(_forward_fn(c, inputs), device)))
+            _guarded(runners[n], lambda c: _record(c, "forward", _forward_fn(c, inputs),
+                                                   device))
         for n in order:
             _guarded(runners[n], lambda c, rep=rep: _time_train(c, inputs, labels, device, rep))
     return peaks
@@ -218,10 +230,18 @@ def _time_train(c: Contender, inputs: torch.Tensor, labels: torch.Tensor,
                 device: torch.device, rep: int) -> None:
     train = _train_fn(c, inputs, labels)
     if rep == 0:
+        cpu0 = time.process_time()
         c.memory_mb, t = peak_memory_mb(train, device)
+        c.times["train"].append(t)
+        c.cpu["train"].append(time.process_time() - cpu0)
     else:
-        t = timed(train, device)
-    c.times["train"].append(t)
+        _record(c, "train", train, device)
+
+
+def _record(c: Contender, what: str, fn: Callable[[], None], device: torch.device) -> None:
+    cpu0 = time.process_time()
+    c.times[what].append(timed(fn, device))
+    c.cpu[what].append(time.process_time() - cpu0)
 
 
 def _guarded(c: Contender, work: Callable[[Contender], T]) -> T | None:
@@ -240,6 +260,7 @@ def _guarded(c: Contender, work: Callable[[Contender], T]) -> T | None:
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run the checks and the timings; return every number reported (JSON-ready)."""
+    t_start = time.perf_counter()
     shape = resolve_shape(args)
     skip = set(args.skip)
     device = device_of(args.device)
@@ -272,11 +293,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(), "cores_available": threads_mod.available_cores(),
         "torch": torch.__version__, "machine": cpu_name(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "seed": args.seed,
+        "seed": args.seed, **git_state(),
     }
     w_trained = any(p.requires_grad for leaf in model.network.leaves()
                     for p in leaf.parameters())
-    return {"config": config, "labels": {n: LABELS[n] for n in runners},
+    return {"config": config, "wall_s": time.perf_counter() - t_start,
+            "labels": {n: LABELS[n] for n in runners},
             "competing_load": load.share, **info, "rel_err_vs_careful": errs,
             **_timings(runners, peaks, shape, w_trained)}
 
@@ -307,6 +329,10 @@ def _timings(runners: dict[str, Contender], peaks: list[float], shape: dict[str,
         "times_forward_s": {n: c.times["forward"] for n, c in live.items()},
         "ratio_train": {n: b["train"] / eng["train"] for n, b in best.items()},
         "ratio_forward": {n: b["forward"] / eng["forward"] for n, b in best.items()},
+        "cpu_train_s": {n: min(live[n].cpu["train"]) for n in best},
+        "cpu_forward_s": {n: min(live[n].cpu["forward"]) for n in best},
+        "ratio_cpu_train": {n: min(live[n].cpu["train"]) / min(live["engine"].cpu["train"])
+                            for n in best},
         "flops_train": flops_train,
         "flops_forward": flops_fwd,
         "flops_train_by": {n: trn_flops(n) for n in combo},
@@ -389,18 +415,21 @@ def report(r: dict[str, Any], tolerance: float) -> str:
         f"{c['density']}, magnitude {c['magnitude']}), {c['method']}, {c['steps']} steps, "
         f"batch {c['batch']}, {c['dtype']}",
         f"{c['device']} ({where}), {c['threads']} threads (--threads {c['threads_setting']}), "
-        f"torch {c['torch']}; min of {c['repeats']} alternating repeats",
+        f"torch {c['torch']}; min of {c['repeats']} alternating repeats; "
+        f"{r.get('wall_s', 0):.0f} s wall",
         _load_line(r),
-        "training step = forward + cross-entropy + backward",
+        "training step = forward + cross-entropy + backward; (CPU): the ratio of this "
+        "process's CPU seconds (less sensitive to other processes than wall time)",
         "",
-        f"{'contender':15s}{'params':>9s}{'train':>10s}{'x engine':>9s}{'forward':>10s}"
-        f"{'x engine':>9s}{'peak mem':>10s}  what",
+        f"{'contender':15s}{'params':>9s}{'train':>10s}{'x engine':>9s}{'(CPU)':>7s}"
+        f"{'forward':>10s}{'x engine':>9s}{'peak mem':>10s}  what",
     ]
     params = r["parameters"]
     for name in r["time_train_s"]:
         count = params.get(name, params["combo"])
         lines.append(
             f"{name:15s}{count:9,d}{r['time_train_s'][name]:9.3f}s{r['ratio_train'][name]:9.2f}"
+            f"{r['ratio_cpu_train'][name]:7.2f}"
             f"{r['time_forward_s'][name]:9.3f}s{r['ratio_forward'][name]:9.2f}"
             f"{_mb(r['peak_memory_mb'][name]):>10s}  {r['labels'][name]}"
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from .. import threads as threads_mod
 from .contenders import build_combo
-from .measure import BusyProcess, CompetingLoad, timed
+from .measure import BusyProcess, CompetingLoad, cpu_name, git_state, timed
 
 #: name -> (modules p, units n, batch, steps): permuted digits (8x8 pixels), MNIST-1D, psMNIST
 SHAPES: dict[str, tuple[int, int, int, int]] = {
@@ -124,6 +125,7 @@ def threads_sweep(args: argparse.Namespace) -> dict[str, Any]:
     if repeats < 1:
         raise ValueError(f"--repeats must be an integer >= 1, got {repeats}")
     torch.set_flush_denormal(True)
+    t_start = time.perf_counter()
     old = torch.get_num_threads()
     try:
         results = {name: _sweep_shape(args, shape, counts, repeats) for name, shape in shapes}
@@ -133,7 +135,8 @@ def threads_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "threads-sweep", "threads": counts, "repeats": repeats,
         "cpus": os.cpu_count(), "cores_available": threads_mod.available_cores(),
         "work_per_thread": threads_mod.WORK_PER_THREAD, "method": args.method,
-        "model": args.model, "torch": torch.__version__, "shapes": results,
+        "model": args.model, "torch": torch.__version__, "machine": cpu_name(),
+        **git_state(), "wall_s": time.perf_counter() - t_start, "shapes": results,
     }
 
 
@@ -144,7 +147,7 @@ def sweep_report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']} ({r['method']}) training step (forward + cross-entropy + backward): ms "
         f"per step, min of {r['repeats']} repeats; {r['cores_available']} of {r['cpus']} cores "
-        "available; 'busy': we start one process spinning on a core",
+        f"available; 'busy': we start one process spinning on a core; {r['wall_s']:.0f} s wall",
         f"{'shape':12s}{'p x n':>7s}{'batch':>6s}{'steps':>6s}{'work':>7s}{head}"
         f"{'best':>10s}{'auto':>10s}{'others':>12s}",
         f"{'':38s}{'':>{10 * len(counts) * 2}s}{'idle/busy':>10s}{'idle/busy':>10s}"
