@@ -44,9 +44,10 @@ def test_parameter_count_and_matching_agree_with_torch(cell, inputs, classes):
 
 
 def test_plan_shares_data_optimisation_and_threads():
-    plan = plan_contenders(TrainConfig(**TINY), baselines=("gru", "lstm"), control=True,
-                           baseline_lr=0.004, threads="1")
-    assert list(plan) == ["certified", "control", "gru", "lstm"]
+    plan = plan_contenders(TrainConfig(**TINY), baselines=("gru", "lstm", "gru:128"),
+                           control=True, baseline_lr=0.004, threads="1")
+    assert list(plan) == ["certified", "control", "gru", "lstm", "gru-128"]
+    assert plan["gru-128"].hidden == 128 and plan["gru"].hidden != 128
     assert plan["control"].model == "unconstrained-combo"
     for cfg in plan.values():
         for key in ("task", "limit_train", "limit_test", "val_fraction", "batch_size", "epochs",
@@ -128,6 +129,8 @@ def test_interrupted_comparison_resumes_to_the_same_histories(tmp_path):
     (["--set", "model=gru"], "is not certifiable"),
     (["--set", "model=svd-combo", "--control"], "exists for sparse-combo"),
     (["--baselines", "gru,transformer"], 'invalid baseline "transformer"'),
+    (["--baselines", "gru:0"], "integer >= 1"),
+    (["--baselines", "gru,gru"], "each baseline once"),
     (["--threads", "auto"], "one fixed --threads"),
     (["--set", "epochs"], "--set takes KEY=VALUE"),
     (["--set", "nonsense=1"], "unknown key"),

@@ -332,6 +332,46 @@ def test_resume_with_fewer_epochs_than_completed_is_refused(trained, tmp_path, c
     assert json.loads((run_dir / "summary.json").read_text())["epochs_completed"] == 3
 
 
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(trained, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    for p in trained.iterdir():
+        (run_dir / p.name).write_bytes(p.read_bytes())
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code = main(["train", "--resume", "--out-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "already finished its 3 epochs; nothing to resume" in err
+    assert f"--init-from {run_dir}" in err
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != ".combonet.lock"} == \
+        {k: v for k, v in before.items() if k != ".combonet.lock"}
+    # the step schedule does not depend on epochs: a larger --epochs continues the run
+    assert main(["train", "--resume", "--out-dir", str(run_dir), "--epochs", "4"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_completed"] == 4
+
+
+def test_a_full_disk_for_the_figure_alone_does_not_fail_a_finished_run(tmp_path, capsys,
+                                                                      monkeypatch):
+    import errno
+
+    from combonet.train import rundir
+
+    real = rundir.RunDir.write_bytes
+
+    def no_figure(self, name, data):
+        if name == rundir.CURVE:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, name, data)
+
+    monkeypatch.setattr(rundir.RunDir, "write_bytes", no_figure)
+    run_dir = tmp_path / "run"
+    code = main(["train", *TINY, "--epochs", "1", "--out-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 0 and "learning_curve.png was not written" in err
+    assert RunDir(run_dir).is_finished() and not (run_dir / "learning_curve.png").exists()
+
+
 def test_full_disk_is_one_line_and_loses_nothing(trained, tmp_path, capsys, monkeypatch):
     """ENOSPC while writing the epoch-2 checkpoint: one line (exit 1), the epoch-1 checkpoint
     still verifies, and --resume after 'freeing space' ends bit-identical to a clean run."""

@@ -110,6 +110,20 @@ def matched_hidden(cell: str, parameters: int, input_size: int, num_classes: int
                                           - parameters))
 
 
+def parse_baseline(text: str) -> tuple[str, int | None]:
+    """``gru`` (hidden size matched to the certified model) or ``gru:128`` (fixed)."""
+    cell, sep, size = text.partition(":")
+    if cell not in BASELINE_GATES:
+        raise ValueError(f'invalid baseline "{text}". Must be a comma list of '
+                         f"{list(BASELINE_GATES)}, each optionally with :HIDDEN (e.g. gru:128)")
+    if not sep:
+        return cell, None
+    if not size.isdigit() or int(size) < 1:
+        raise ValueError(f'invalid baseline "{text}": the hidden size after ":" must be an '
+                         "integer >= 1")
+    return cell, int(size)
+
+
 def plan_contenders(base: TrainConfig, *, baselines: Sequence[str] = ("gru", "lstm"),
                     control: bool = False, hidden: int | None = None,
                     baseline_lr: float = BASELINE_LR, threads: str = "1"
@@ -117,7 +131,9 @@ def plan_contenders(base: TrainConfig, *, baselines: Sequence[str] = ("gru", "ls
     """The contenders' settings: ``base`` (a certifiable model), optionally its control
     (``L = B``: ``unconstrained-combo``, same settings), and each baseline with the same data,
     seed, batch size, epochs, optimiser, schedule and clipping, a hidden size matched to
-    ``base``'s parameter count (or ``hidden``) and learning rate ``baseline_lr``."""
+    ``base``'s parameter count (``gru``), a given one (``gru:128``) or ``hidden``, and learning
+    rate ``baseline_lr``. Each contender is named as given (``certified``, ``control``,
+    ``gru``, ``gru-128``, ...)."""
     from .models.registry import MODELS, build_model, count_parameters
 
     base = base.validate()
@@ -126,10 +142,7 @@ def plan_contenders(base: TrainConfig, *, baselines: Sequence[str] = ("gru", "ls
         raise ValueError(f"combonet compare trains a certified model against baselines; "
                          f"model {base.model!r} is not certifiable (choose one of "
                          f"{', '.join(k for k, s in MODELS.items() if s.certifiable)})")
-    for name in baselines:
-        if name not in BASELINE_GATES:
-            raise ValueError(f'invalid baseline "{name}". Must be a comma list of '
-                             f"{list(BASELINE_GATES)}")
+    specs = [parse_baseline(b) for b in baselines]
     if len(set(baselines)) != len(baselines):
         raise ValueError(f"each baseline once, got {list(baselines)}")
     runtime = {"threads": threads, "eval_test": "every", "out_dir": None, "quiet": True}
@@ -142,16 +155,17 @@ def plan_contenders(base: TrainConfig, *, baselines: Sequence[str] = ("gru", "ls
                                              coupling_rank=None)
     if baselines:
         data = _shapes(base)
-        if hidden is None:
+        if hidden is None and not all(fixed for _, fixed in specs):
             target = count_parameters(build_model(base, *data))["total"]
         keep = {k: getattr(base, k) for k in (
             "task", "data_dir", "val_fraction", "limit_train", "limit_test", "permutation_seed",
             "optimizer", "momentum", "schedule", "lr_step_size", "lr_gamma", "weight_decay",
             "grad_clip", "batch_size", "epochs", "seed", "device", "certify_every")}
-        for name in baselines:
-            h = hidden if hidden is not None else matched_hidden(name, target, *data)
-            out[name] = TrainConfig(**keep, **runtime, model=name, hidden=h, lr=baseline_lr)
-            out[name].validate()
+        for text, (cell, fixed) in zip(baselines, specs, strict=True):
+            label = text.replace(":", "-")
+            h = fixed or hidden or matched_hidden(cell, target, *data)
+            out[label] = TrainConfig(**keep, **runtime, model=cell, hidden=h, lr=baseline_lr)
+            out[label].validate()
     return out
 
 
@@ -351,7 +365,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one setting of --config (repeatable), e.g. --set epochs=10")
     add("--data-dir", default=None, help="folder with the MNIST IDX or CIFAR-10 files")
     add("--baselines", default="gru,lstm", metavar="LIST",
-        help=f"comma list of {', '.join(BASELINE_GATES)} or none (default: gru,lstm)")
+        help=f"comma list of {', '.join(BASELINE_GATES)} (hidden size matched to the certified "
+        "model's parameters) or NAME:HIDDEN (e.g. gru:128), or none (default: gru,lstm)")
     add("--control", action="store_true",
         help="also train the control L = B (unconstrained-combo) at the same settings")
     add("--hidden", type=int, default=None,
@@ -407,4 +422,4 @@ def main_from_args(ns: argparse.Namespace) -> int:
 
 
 __all__ = ["CompareResult", "ContenderResult", "add_arguments", "compare", "main_from_args",
-           "matched_hidden", "plan_contenders", "rnn_parameters"]
+           "matched_hidden", "parse_baseline", "plan_contenders", "rnn_parameters"]

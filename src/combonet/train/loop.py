@@ -362,6 +362,12 @@ class Trainer:
         if data["epoch"] > cfg.epochs:
             raise RunDirError(f"cannot resume with epochs={cfg.epochs}: {rundir.path} has "
                               f"already completed {data['epoch']} epochs")
+        if data["epoch"] == cfg.epochs and rundir.status() == "finished":
+            more = ("" if cfg.schedule == "cosine" else "resume with a larger --epochs, or ")
+            raise RunDirError(f"{rundir.path} has already finished its {cfg.epochs} epochs; "
+                              f"nothing to resume (to train longer, {more}start a new run from "
+                              f"its weights: combonet train --init-from "
+                              f"{shlex.quote(str(rundir.path))} --epochs N)")
         return data
 
     def _source_weights(self) -> dict[str, Any]:

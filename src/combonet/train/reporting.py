@@ -179,7 +179,11 @@ class CurvePlotter(Reporter):
         from .rundir import CURVE, RunDir
 
         title = f"{result.summary['config']['model']} on {result.summary['config']['task']}"
-        RunDir(result.run_dir).write_bytes(CURVE, plot_curves(result.history, title))
+        try:
+            RunDir(result.run_dir).write_bytes(CURVE, plot_curves(result.history, title))
+        except OSError as err:  # the run itself is complete: a missing figure is no failure
+            print(f"warning: {CURVE} was not written ({' '.join(str(err).split())}); the run "
+                  "is complete", file=sys.stderr, flush=True)
 
 
 def plot_curves(history: list[dict[str, Any]], title: str = "") -> bytes:
