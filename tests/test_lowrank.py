@@ -146,3 +146,34 @@ def test_low_rank_parameters_and_errors():
         sparse_combo_net(4, 8, density=0.2, coupling_rank=2, coupling_density=0.5)
     with pytest.raises(ValueError, match="feedback coupling only"):
         sparse_combo_net(4, 8, density=0.2, coupling_rank=2, coupling="unconstrained")
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_evaluate_builds_one_snapshot_and_equals_per_batch_forwards(rank, monkeypatch):
+    """``train.loop.evaluate`` (inference mode, one snapshot per call for all its batches)
+    gives the loss and accuracy of plain per-batch forward passes, leaves no attribute behind,
+    and the model trains afterwards (no inference tensor kept)."""
+    from combonet.models import SequenceClassifier, sparse_combo_net
+    from combonet.train.loop import cross_entropy, evaluate
+
+    model = sparse_combo_net(4, 6, density=0.3, coupling_rank=rank, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.rand(11, 7, 1, generator=gen),
+                                        torch.randint(0, 10, (11,), generator=gen))
+    ds.inputs, ds.labels = ds.tensors
+    with torch.no_grad():
+        logits = torch.cat([model(ds.inputs[i:i + 4]) for i in range(0, 11, 4)])
+    want_loss = float(cross_entropy(logits, ds.labels))
+    want_acc = float((logits.argmax(1) == ds.labels).float().mean())
+    calls = []
+    real = SequenceClassifier.snapshot
+    monkeypatch.setattr(SequenceClassifier, "snapshot",
+                        lambda self: calls.append(1) or real(self))
+    loss, acc = evaluate(model, ds, 4, torch.device("cpu"))
+    assert len(calls) == 1  # three batches, one snapshot
+    assert loss == pytest.approx(want_loss, rel=1e-6) and acc == pytest.approx(want_acc)
+    assert "snapshot" not in vars(model)
+    model.train()
+    cross_entropy(model(ds.inputs), ds.labels).backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all())
+               for p in model.parameters() if p.requires_grad)

@@ -158,21 +158,35 @@ def _finite(x: float | None) -> float | None:
 def evaluate(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
              info: ddp.DistInfo | None = None, *, loss_fn: LossFn = cross_entropy,
              metric_fn: MetricFn = accuracy) -> tuple[float, float]:
-    """Mean loss and accuracy on ``ds`` (sharded over ranks, then all-reduced)."""
+    """Mean loss and accuracy on ``ds`` (sharded over ranks, then all-reduced).
+
+    The same forward pass as training, without autograd (``torch.inference_mode``); a combo
+    net's snapshot (``W``, ``L``, the Cayley matrix: one ``N x N`` solve) is built once per call
+    instead of once per batch, as the weights do not change while evaluating
+    (benchmarks/README.md, "Time outside training steps")."""
     positive_int("batch_size", batch_size)
     info = info or ddp.DistInfo(device=device)
     model.eval()
     idx = torch.arange(info.rank, len(ds), info.world)
     loss_sum, correct, count = 0.0, 0.0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(idx), batch_size):
-            sel = idx[start:start + batch_size]
-            x, y = ds.inputs[sel].to(device), ds.labels[sel].to(device)
-            out = model(x)
-            c, n = metric_fn(out, y)
-            loss_sum += float(loss_fn(out, y)) * n
-            correct += c
-            count += n
+    own = "snapshot" in vars(model)  # never shadow an instance attribute of the caller's
+    snapshot = None if own else getattr(type(model), "snapshot", None)
+    with torch.inference_mode():
+        if snapshot is not None and len(idx) > batch_size:
+            snap = snapshot(model)
+            model.snapshot = lambda: snap  # this call's batches share it
+        try:
+            for start in range(0, len(idx), batch_size):
+                sel = idx[start:start + batch_size]
+                x, y = ds.inputs[sel].to(device), ds.labels[sel].to(device)
+                out = model(x)
+                c, n = metric_fn(out, y)
+                loss_sum += float(loss_fn(out, y)) * n
+                correct += c
+                count += n
+        finally:
+            if not own:
+                vars(model).pop("snapshot", None)
     loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, count], info)
     return loss_sum / max(count, 1), correct / max(count, 1)
 
