@@ -218,3 +218,35 @@ def test_neurogym_errors_are_one_line():
         assert "\n" not in str(info.value)
     tr = NeuroGymTask("DelayMatchCategory-v0", decision_period="test").sample(2, seed=0)
     assert tr.mask.any(1).all()
+
+
+# -- the training loop's view: fresh trials per epoch ------------------------------------------
+def test_trial_data_for_the_loop_fresh_per_epoch_fixed_evaluation_sets():
+    from combonet.data.trials import collate_trials, load_trial_data
+
+    data = load_trial_data("synthetic:2", seed=4, epoch_trials=12, val_trials=6,
+                           test_trials=8, other_weight=0.5)
+    again = load_trial_data("synthetic:2", seed=4, epoch_trials=12, val_trials=6,
+                            test_trials=8, other_weight=0.5)
+    assert (data.features, data.num_classes, data.task_names) == (5, 3, ("pro0", "anti0"))
+    assert (len(data.train), len(data.val), len(data.test)) == (12, 6, 8)
+    assert data.meta["kind"] == "trials" and data.meta["num_classes"] == 3
+    assert torch.equal(data.val.inputs, again.val.inputs)  # fixed, seeded
+    assert not torch.equal(data.val.inputs[:, :4], data.test.inputs[:6, :4])
+    assert data.val.trials.task.bincount().tolist() == [3, 3]  # balanced
+    data.new_epoch(1)
+    first = data.train.inputs.clone()
+    data.new_epoch(2)
+    assert not (first.shape == data.train.inputs.shape and torch.equal(first, data.train.inputs))
+    again.new_epoch(2)
+    assert torch.equal(again.train.inputs, data.train.inputs)  # a function of seed and epoch
+    assert torch.equal(again.train.labels, data.train.labels)
+    x, y = data.train[3]
+    assert x.shape == (data.train.inputs.shape[1], 5) and y.shape[-1] == 3
+    assert y[:, 1].max() == 1 and (y[:, 1][y[:, 2] == 0] <= 0.5).all()
+    # a batch is trimmed to its last weighted step, nothing else changes
+    items = [data.train[i] for i in range(4)]
+    bx, by = collate_trials(items)
+    keep = int(data.train.trials.lengths[:4].max())
+    assert bx.shape == (4, keep, 5) and torch.equal(bx, data.train.inputs[:4, :keep])
+    assert torch.equal(by, data.train.labels[:4, :keep])

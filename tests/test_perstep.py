@@ -150,3 +150,45 @@ def test_a_certified_per_step_model_learns_the_synthetic_task():
     assert after.accuracy >= 0.9 > before.accuracy, (before, after)
     assert set(after.per_task) == {"pro0", "anti0"}
     assert combonet.certify(model.network, dt=model.dt, method=model.method).certified
+
+
+# -- the training loop's view: packed targets ---------------------------------------------------
+def test_packed_loss_and_accuracy_are_the_masked_loss_and_neurogyms_measure():
+    from combonet.models.perstep import pack_targets, packed_accuracy, packed_loss
+
+    torch.manual_seed(3)
+    tr = SyntheticTask(3).sample(24, seed=2)
+    logits = torch.randn(len(tr), tr.steps, tr.num_actions)
+    packed = pack_targets(tr, other_weight=0.3)
+    assert packed.shape == (len(tr), tr.steps, 3)
+    expected = masked_cross_entropy(logits, tr.targets, tr.loss_weights(0.3))
+    assert torch.allclose(packed_loss(logits, packed), expected)
+    correct, count = packed_accuracy(logits, packed)
+    assert count == len(tr)
+    assert correct / count == pytest.approx(decision_performance(logits, tr).accuracy)
+    # a correct decision at the last scored step counts; the other steps do not
+    logits = torch.zeros_like(logits)
+    logits[torch.arange(len(tr)), tr.decision_step, tr.choice] = 1.0
+    assert packed_accuracy(logits, packed) == (len(tr), len(tr))
+    logits[0, tr.decision_step[0]] = 0.0
+    logits[0, tr.decision_step[0], (int(tr.choice[0]) + 1) % tr.num_actions] = 1.0
+    assert packed_accuracy(logits, packed) == (len(tr) - 1, len(tr))
+    with pytest.raises(ValueError, match="packed targets must have shape"):
+        packed_loss(logits, packed[:, :-1])
+    packed[0, :, 2] = 0
+    with pytest.raises(ValueError, match="every trial needs a scored"):
+        packed_accuracy(logits, packed)
+
+
+def test_a_combo_net_on_a_trial_task_is_read_out_at_every_step():
+    from combonet.models import sparse_combo_net
+    from combonet.models.builders import combo_net
+    from combonet.models.perstep import per_step_of
+
+    clf = sparse_combo_net(3, 4, 0.3, 1.0, input_size=5, num_classes=3, dt=0.2)
+    model = per_step_of(clf, 5, 3)
+    assert model.network is clf.network and model.dt == 0.2 and model.method == clf.method
+    assert model(torch.randn(2, 7, 5)).shape == (2, 7, 3)
+    hybrid = combo_net("svd", 3, 4, hybrid=True, input_size=5, num_classes=3)
+    masked = per_step_of(hybrid, 5, 3)  # only the fast input module gets the input
+    assert masked.input_mask[:4].all() and not masked.input_mask[4:].any()

@@ -9,47 +9,35 @@
 :mod:`.cli` holds ``add_arguments`` / ``main_from_args`` of ``combonet analyze``.
 """
 
-from .communication import (
-    CommunicationResult,
-    communication,
-    coupling_rank,
-    plot_communication,
-    reduced_rank_regression,
-    rrr_cross_validated,
-)
-from .fixedpoints import (
-    FixedPoints,
-    condition_inputs,
-    fixed_points,
-    jacobians,
-    model_fixed_points,
-    plot_fixed_points,
-    residual_bound,
-)
-from .lesions import Lesion, LesionReport, cut_pathway, lesion_area, lesion_study, plot_lesions
-from .trajectories import AreaPCA, area_pca, plot_area_pca
+import importlib
+from typing import Any
 
-__all__ = [
-    "AreaPCA",
-    "CommunicationResult",
-    "FixedPoints",
-    "Lesion",
-    "LesionReport",
-    "area_pca",
-    "communication",
-    "condition_inputs",
-    "coupling_rank",
-    "cut_pathway",
-    "fixed_points",
-    "jacobians",
-    "lesion_area",
-    "lesion_study",
-    "model_fixed_points",
-    "plot_area_pca",
-    "plot_communication",
-    "plot_fixed_points",
-    "plot_lesions",
-    "reduced_rank_regression",
-    "residual_bound",
-    "rrr_cross_validated",
-]
+#: public name -> submodule; imported on first use (PEP 562), so that ``combonet analyze``'s
+#: parser and ``import combonet.analysis.cli`` do not load scikit-learn and matplotlib
+_WHERE = {
+    "CommunicationResult": "communication", "communication": "communication",
+    "coupling_rank": "communication", "plot_communication": "communication",
+    "reduced_rank_regression": "communication", "rrr_cross_validated": "communication",
+    "FixedPoints": "fixedpoints", "condition_inputs": "fixedpoints",
+    "fixed_points": "fixedpoints", "jacobians": "fixedpoints",
+    "model_fixed_points": "fixedpoints", "plot_fixed_points": "fixedpoints",
+    "residual_bound": "fixedpoints",
+    "Lesion": "lesions", "LesionReport": "lesions", "cut_pathway": "lesions",
+    "lesion_area": "lesions", "lesion_study": "lesions", "plot_lesions": "lesions",
+    "AreaPCA": "trajectories", "area_pca": "trajectories", "plot_area_pca": "trajectories",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+__all__ = sorted(_WHERE)
