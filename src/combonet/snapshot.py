@@ -118,7 +118,9 @@ class Explicit:
                 raise ValueError(f"snapshot built without a discrete map (method="
                                  f"{self.method!r})")
             return "none"
-        if self.method not in ("cayley", "euler"):
+        from .engine.maps import METHODS  # the registry (imported here: no import cycle)
+
+        if self.method not in METHODS:
             raise ValueError(f"snapshot built without a discrete map (method={self.method!r})")
         return self.method
 
