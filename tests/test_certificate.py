@@ -230,6 +230,33 @@ def test_large_dt_feedback_not_covered(method):
         assert (norms.max() < 1) == cert.discrete_certified
 
 
+def test_summary_says_which_part_fails():
+    """When the continuous-time rate fails, a discrete factor below 1 certifies nothing: the
+    summary says so instead of "rho <= 0.97 -> NOT certified"; with rho >= 1 it says that."""
+    def lines_of(seed: int) -> tuple[cn.Certificate, list[str]]:
+        leaves = [cn.SVDModule(3, seed=seed), cn.SVDModule(3, seed=seed + 1)]
+        cert = cn.certify(cn.Unconstrained(leaves, seed=seed), dt=0.1)
+        return cert, cert.summary().splitlines()
+
+    cert, lines = lines_of(0)
+    assert cert.rate < 0 and cert.discrete_factor < 1 and not cert.certified
+    assert lines[2] == f"continuous-time rate lam = {cert.rate:.4g} <= 0: NOT certified"
+    rho = next(x for x in lines if x.startswith("step contraction factor"))
+    assert rho.endswith(") < 1, but the discrete factor alone does not certify"), rho
+    assert "NOT certified" not in rho and "holds" not in rho
+    assert lines[-1] == f"NOT CERTIFIED: the continuous-time rate bound {cert.rate:.4g} is not " \
+        "positive"
+    cert, lines = lines_of(3)
+    assert cert.rate < 0 and cert.discrete_factor >= 1
+    rho = next(x for x in lines if x.startswith("step contraction factor"))
+    assert rho.endswith(") >= 1 -> NOT certified"), rho
+    cert, lines = lines_of(1)
+    assert cert.certified
+    assert lines[2] == f"continuous-time rate lam = {cert.rate:.4g} (holds)"
+    assert next(x for x in lines if x.startswith("step contraction")).endswith(") -> holds")
+    assert lines[-1] == "CERTIFIED"
+
+
 # -- 9. bad input ----------------------------------------------------------------------------
 def test_certify_argument_errors():
     model = cn.ProductModule(3, tau=0.5)

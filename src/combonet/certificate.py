@@ -98,17 +98,27 @@ class Certificate:
                  f"map: {self.method}, dt={self.dt:g} (largest dt/tau {self.alpha:g}), the "
                  f"{self.dtype} matrices the engine multiplies ({coords} coordinates)"]
         if self.rate is not None:
-            verdict = "holds" if self.continuous_certified else "NOT certified"
-            lines.append(f"continuous-time rate lam = {self.rate:.4g} ({verdict})")
+            if self.continuous_certified:
+                lines.append(f"continuous-time rate lam = {self.rate:.4g} (holds)")
+            elif not self.rate > 0:
+                lines.append(f"continuous-time rate lam = {self.rate:.4g} <= 0: NOT certified")
+            else:
+                lines.append(f"continuous-time rate lam = {self.rate:.4g}: NOT certified (a "
+                             "rule fails for the running matrices, see the last line)")
         if self.metric_condition_number is not None:
             run = self.running_metric_condition_number
             lines.append(f"metric condition number = {self.metric_condition_number:.4g}"
                          + (f" (running coordinates: {run:.4g})" if run is not None else ""))
         if self.discrete_factor is not None:
             kind = "exact at all slope vertices" if self.discrete_exact else "bound"
-            verdict = "holds" if self.discrete_certified else "NOT certified"
+            if self.discrete_certified:
+                verdict = "-> holds"
+            elif not self.discrete_factor < 1:
+                verdict = ">= 1 -> NOT certified"
+            else:  # rho < 1, but the continuous-time part fails: rho alone certifies nothing
+                verdict = "< 1, but the discrete factor alone does not certify"
             lines.append(f"step contraction factor rho <= {self.discrete_factor:.9f} ({kind}, "
-                         f"incl. rounding allowance {self.allowance:.1e}) -> {verdict}")
+                         f"incl. rounding allowance {self.allowance:.1e}) {verdict}")
         if self.coupling_norm is not None and self.method == "cayley":
             lines.append(f"||C||_M - 1 = {self.coupling_norm - 1:.3g} (the coupling step)")
         if self.max_dt is not None:
