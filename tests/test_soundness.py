@@ -236,9 +236,10 @@ def test_2_in_place_mask_edit_cannot_open_upper_blocks():
             assert_contracts_as_certified(h, cert, seed=seed)
 
 
-def case3_network() -> cn.Feedback:
+def case3_network(activation: str = "relu") -> cn.Feedback:
     """Two SVD modules with a metric of condition number 3.7e15 (issue 10, case 3)."""
-    a, b = cn.SVDModule(4, seed=4), cn.SVDModule(4, seed=14)
+    a = cn.SVDModule(4, seed=4, activation=activation)
+    b = cn.SVDModule(4, seed=14, activation=activation)
     with torch.no_grad():
         a.log_phi.copy_(torch.tensor([0.15, 5.79, -8.15, 1.58]))
         b.log_phi.copy_(torch.tensor([-6.06, 6.16, -0.22, 9.77]))
@@ -347,6 +348,49 @@ def test_7_skew_residual_is_of_the_running_coupling():
     want = np.linalg.norm(kt + kt.T) / np.linalg.norm(kt)
     assert cert.coupling_skew_residual == pytest.approx(want, rel=1e-6, abs=1e-9)
     assert 0 < cert.coupling_skew_residual < 1e-5
+
+
+def sigma_bound(x: np.ndarray, g: float) -> float:
+    """``g min(lambda_max(sym(|X|~)), ||X||)``: Theorem 1's comparison bound, in numpy."""
+    a = np.abs(x)
+    np.fill_diagonal(a, np.clip(np.diag(x), 0, None))
+    return g * min(np.linalg.eigvalsh((a + a.T) / 2)[-1], np.linalg.norm(x, 2))
+
+
+def test_7_skew_excess_of_the_running_coupling_is_subtracted():
+    """tanh networks run in original coordinates, where the float32 eq.-3 coupling of the
+    case-3 metric (condition number 3.7e15) is far from skew in the metric: the symmetric
+    part of ``R K R^{-1} / dt`` costs more than the modules' rate. Recomputed here in numpy from
+    the snapshot's float32 matrices; without the subtraction the certificate said
+    "continuous-time rate 0.5005 (holds)"."""
+    net = case3_network("tanh")
+    assert net.weight().dtype == torch.float32
+    dt = 0.1
+    cert = cn.certify(net, dt=dt, method="cayley")
+    snap = net.explicit(dt=dt, method="cayley")
+    assert not snap.normalised and np.all(as_np(snap.scale) == 1)  # original coordinates
+    p = np.exp(2 * np.concatenate([as_np(m.log_phi) for m in net.systems]))  # Theorem 5
+    np.testing.assert_allclose(cert.metric, p, rtol=1e-12)
+    r = np.sqrt(p)
+    normalise = r[:, None] / r[None, :]
+    kt = as_np(snap.coupling) * normalise  # R K R^{-1} of the float32 K = A L that runs
+    residual = np.linalg.norm(kt + kt.T) / np.linalg.norm(kt)
+    assert cert.coupling_skew_residual == pytest.approx(residual, rel=1e-6)
+    excess = np.linalg.eigvalsh((kt + kt.T) / 2)[-1] / dt
+    # each module's rate: mu / tau with mu = 1 - sigma(A^{-1/2} R W_a R^{-1} A^{-1/2}) and
+    # tau = dt / alpha of the running (float32) alpha
+    alpha = as_np(snap.alpha)
+    ra = np.sqrt(alpha)
+    xw = as_np(snap.weight_matrix()) * normalise / ra[:, None] / ra[None, :]
+    rates = [(1 - sigma_bound(xw[a:b, a:b], net.g)) * alpha[a:b].min() / dt
+             for a, b in ((0, 4), (4, 8))]
+    assert [m["rate"] for m in cert.modules] == pytest.approx(rates, rel=1e-9)
+    assert min(rates) > 0.5 and excess > min(rates)  # the excess costs the whole rate
+    assert cert.rate == pytest.approx(min(rates) - excess, rel=1e-6)
+    assert cert.rate <= 0 and not cert.continuous_certified and not cert.certified
+    lines = cert.summary().splitlines()
+    assert f"rate lam = {cert.rate:.4g} <= 0: NOT certified" in lines[2], lines
+    assert lines[-1].startswith("NOT CERTIFIED: the continuous-time rate bound")
 
 
 def test_7_product_module_float32_rate_accounts_for_rounding():
