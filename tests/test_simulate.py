@@ -172,3 +172,30 @@ def test_two_trajectory_check_needs_a_constant_metric():
     drive = torch.zeros(1, 3, 3)
     with pytest.raises(ValueError, match="no constant metric"):
         cn.two_trajectory_check(model, drive, torch.zeros(1, 3), torch.ones(1, 3))
+
+
+def test_simulate_runs_the_model_dtype_and_rk4_the_inputs_dtype():
+    """The discrete maps run in the model's dtype, the one ``certify`` certifies: inputs or
+    ``x0`` of another floating dtype are refused (they used to build and run the map of their
+    own dtype, which no certificate covered). ``rk4`` is the continuous-time reference, covered
+    by no map certificate: it integrates in the inputs' dtype (float64 for a float32 model)."""
+    model = cn.Feedback([cn.SVDModule(3, seed=0), cn.ProductModule(2, seed=1)], seed=2).float()
+    drive, x0, _ = _inputs(model, 0, batch=2, steps=4)  # float64
+    for method in ("euler", "cayley"):
+        with pytest.raises(ValueError, match=r"^inputs has dtype torch.float64 but the model "
+                           r"runs \(and is certified\) in torch.float32"):
+            cn.simulate(model, drive, dt=0.1, method=method)
+        with pytest.raises(ValueError, match=r"^x0 has dtype torch.float64"):
+            cn.simulate(model, drive.float(), x0, dt=0.1, method=method)
+        with pytest.raises(ValueError, match=r"^inputs has dtype torch.float64"):
+            cn.two_trajectory_check(model, drive, x0, 2 * x0, dt=0.1, method=method)
+        out = cn.simulate(model, drive.float(), x0.float(), dt=0.1, method=method)
+        assert out.dtype == torch.float32
+        ints = cn.simulate(model, torch.ones(2, 4, 5, dtype=torch.long), dt=0.1, method=method)
+        same = cn.simulate(model, torch.ones(2, 4, 5, dtype=torch.float32), dt=0.1,
+                           method=method)
+        assert ints.dtype == torch.float32 and torch.equal(ints, same)
+    ref = cn.simulate(model, drive, x0, dt=0.01, method="rk4")
+    assert ref.dtype == torch.float64
+    ref64 = cn.simulate(model.double(), drive, x0, dt=0.01, method="rk4")
+    np.testing.assert_allclose(as_np(ref), as_np(ref64), rtol=1e-5, atol=1e-5)

@@ -264,6 +264,52 @@ def test_3_float32_ill_conditioned_feedback_contracts_as_certified():
     assert check.holds
 
 
+def test_3_inputs_of_another_dtype_never_run_an_uncertified_map():
+    """Case 3 with tanh in float64 is CERTIFIED, but its float32 map is not (it expands a pair
+    of states by ~1.5 in one step). Float32 inputs used to build and run that float32 map
+    silently; now ``forward``, ``simulate`` and ``two_trajectory_check`` refuse them with one
+    line, and what runs is the map that is certified."""
+    net = case3_network("tanh").double()
+    cert = cn.certify(net, dt=0.1)
+    assert cert.certified and cert.dtype == "float64"
+    assert not cn.certify(net, dt=0.1, dtype=torch.float32, max_dt=False).certified
+    gen = torch.Generator().manual_seed(0)
+    u32, xa32, xb32 = (torch.randn(*shape, generator=gen) for shape in
+                       ((4, 3, 8), (4, 8), (4, 8)))
+    u64, xa64, xb64 = (t.double() for t in (u32, xa32, xb32))
+    calls = {
+        "drive": [lambda: net(u32, dt=0.1), lambda: net(u32, xa64, dt=0.1)],
+        "x0": [lambda: net(u64, xa32, dt=0.1)],
+        "inputs": [lambda: cn.simulate(net, u32, dt=0.1),
+                   lambda: cn.two_trajectory_check(net, u32, xa32, xb32, dt=0.1)],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(ValueError) as info:
+                fn()
+            text = str(info.value)
+            assert "\n" not in text
+            assert text.startswith(f"{name} has dtype torch.float32 but the model runs (and is "
+                                   "certified) in torch.float64: cast the inputs"), text
+            assert "model.to(torch.float32)" in text
+    with pytest.raises(ValueError, match=r"x0 has dtype torch.float32 but the model runs"):
+        cn.simulate(net, u64, xa32, dt=0.1)
+    with pytest.raises(ValueError, match=r"drive has dtype torch.float64 but .* torch.float32"):
+        case3_network("tanh")(u64, dt=0.1)
+    # the float64 inputs run the certified float64 map: every pair contracts by rho
+    assert_contracts_as_certified(net, cert, seed=0)
+    check = cn.two_trajectory_check(net, u64, xa64, xb64, dt=0.1)
+    assert check.holds
+    # integer inputs carry no dtype of their own: converted to the model's
+    assert net(torch.ones(1, 2, 8, dtype=torch.long), dt=0.1).dtype == torch.float64
+    # the engine itself runs a snapshot only with a drive and x0 of the snapshot's dtype
+    snap = net.explicit(dt=0.1)
+    with pytest.raises(ValueError, match=r"^drive has dtype torch.float32 but the model runs"):
+        cn.engine.run(snap, u32)
+    with pytest.raises(ValueError, match=r"^x0 has dtype torch.float32 but the model runs"):
+        cn.engine.run(snap, u64, xa32)
+
+
 def test_3_running_coupling_step_is_orthogonal_across_conditioning():
     """``||C_run||_M - 1`` of the float32 Cayley step stays at float32 round-off for metric
     condition numbers 1 ... 1e15 (the table in docs/design.md comes from this measurement)."""

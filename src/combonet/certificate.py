@@ -145,11 +145,6 @@ def _network(model: Any) -> tuple[Any, float | None, str | None]:
                      f"'network', got {type(model).__name__}")
 
 
-def _model_dtype(net: Any) -> torch.dtype:
-    ref = net._reference()
-    return ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
-
-
 def certify(model: Any, dt: float | None = None, method: str | None = None, *,
             dtype: torch.dtype | None = None, max_dt: bool = True) -> Certificate:
     """Certify the map ``method`` with step ``dt`` of ``model`` (a module, a combination or a
@@ -159,7 +154,7 @@ def certify(model: Any, dt: float | None = None, method: str | None = None, *,
     method = check_method(method or model_method or DEFAULT_METHOD)
     dt = dt if dt is not None else (model_dt if model_dt is not None else 0.1)
     alpha = step_fraction(dt, net.tau)
-    dtype = dtype or _model_dtype(net)
+    dtype = dtype or net.run_dtype()
     cert = _evaluate(net, float(dt), method, dtype, alpha)
     if max_dt and cert.continuous_certified:
         cert.max_dt = _largest_dt(net, method, dtype, float(dt), cert.discrete_certified)

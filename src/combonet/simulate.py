@@ -18,12 +18,20 @@ def simulate(model: ContractingSystem, inputs: torch.Tensor, x0: torch.Tensor | 
              dt: float = 0.1, method: str = DEFAULT_METHOD) -> torch.Tensor:
     """Trajectories ``(batch, steps + 1, N)`` (initial state first, original coordinates)
     under ``inputs`` ``(batch, steps, N)``, held constant over each step. ``euler``/``cayley``
-    run the engine's discrete maps; ``rk4`` integrates the continuous-time eq. 2 (the
-    reference entry of the map registry)."""
+    run the engine's discrete maps in the model's dtype -- the map ``certify`` certifies --
+    and refuse inputs or ``x0`` of another floating dtype (``ValueError``); ``rk4`` integrates
+    the continuous-time eq. 2 (the reference entry of the map registry, certified as no map)
+    in the inputs' floating dtype, e.g. float64 for a float32 model."""
     check_method(method, discrete=False)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 or inputs.shape[2] != model.n:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs)
         raise ValueError(f"inputs must have shape (batch, steps, {model.n}), got {shape}")
+    if method == "rk4":
+        dtype = inputs.dtype if inputs.is_floating_point() else model.run_dtype()
+        inputs = inputs.to(dtype)
+        x0 = x0.to(dtype) if isinstance(x0, torch.Tensor) else x0
+    else:
+        inputs, x0 = model.as_run_input(inputs, "inputs"), model.as_run_input(x0, "x0")
     if x0 is None:
         x0 = inputs.new_zeros(inputs.shape[0], model.n)
     elif tuple(x0.shape) != (inputs.shape[0], model.n):
@@ -69,7 +77,8 @@ def two_trajectory_check(model: ContractingSystem, inputs: torch.Tensor, x0_a: t
         per_step = math.exp(-rate * dt)
         m = model.metric().detach().to(torch.float64).cpu()
     else:
-        cert = certify(model, dt=dt, method=method, dtype=inputs.dtype, max_dt=False)
+        # the dtype simulate ran the map in (it refuses inputs of any other floating dtype)
+        cert = certify(model, dt=dt, method=method, dtype=model.run_dtype(), max_dt=False)
         rate = cert.rate if cert.rate is not None else -math.inf
         per_step = cert.discrete_factor if cert.discrete_factor is not None else math.inf
         m = torch.as_tensor(cert.metric_matrix()) if cert.metric is not None else \

@@ -25,4 +25,7 @@ def check_inputs(snap: Explicit, drive: torch.Tensor, x0: torch.Tensor | None) -
         raise ValueError(
             f"x0 must have shape ({drive.shape[0]}, {n}) to match drive, got {shape}"
         )
+    if x0.dtype != snap.dtype:
+        raise ValueError(f"x0 has dtype {x0.dtype} but the model runs in {snap.dtype}; "
+                         f"convert the initial state or the model (model.to({snap.dtype}))")
     return x0

@@ -143,6 +143,34 @@ class ContractingSystem(nn.Module, ABC):
                 return t
         return torch.empty(0)
 
+    def run_dtype(self) -> torch.dtype:
+        """The dtype the system runs in -- and that :func:`combonet.certify` certifies by
+        default: its parameters' (``model.to(dtype)`` changes it)."""
+        ref = self._reference()
+        return ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+
+    def run_device(self) -> torch.device:
+        """The device the system's matrices are built on: its parameters'."""
+        return self._reference().device
+
+    def as_run_input(self, t: Any, name: str) -> Any:
+        """``t`` in the run dtype: integer inputs are converted, floating inputs of another
+        dtype or device are refused (a float64 drive must not silently run the float64 map
+        of a model certified in float32, nor the reverse); non-tensors pass through to the
+        shape checks."""
+        if not isinstance(t, torch.Tensor):
+            return t
+        dtype, device = self.run_dtype(), self.run_device()
+        if t.dtype != dtype and (t.is_floating_point() or t.is_complex()):
+            raise ValueError(
+                f"{name} has dtype {t.dtype} but the model runs (and is certified) in {dtype}: "
+                f"cast the inputs ({name}.to({dtype})), or convert the model "
+                f"(model.to({t.dtype})) and certify that")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the model is on {device}: move "
+                             f"one of them (model.to(device) or {name}.to(device))")
+        return t.to(dtype)
+
     # -- the model (original coordinates) -----------------------------------------------
     @abstractmethod
     def weight(self) -> torch.Tensor:
@@ -222,9 +250,8 @@ class ContractingSystem(nn.Module, ABC):
                   device: torch.device | str | None) -> Explicit:
         if method is not None:
             check_method(method)
-        ref = self._reference()
-        dtype = dtype or (ref.dtype if ref.is_floating_point() else torch.get_default_dtype())
-        device = torch.device(device) if device is not None else ref.device
+        dtype = dtype or self.run_dtype()
+        device = torch.device(device) if device is not None else self.run_device()
         taus = self.time_constants().to(device)
         tau_min = float(taus.detach().min())
         dt = tau_min if dt is None else dt
@@ -293,8 +320,11 @@ class ContractingSystem(nn.Module, ABC):
                 dt: float = 0.1, method: str = DEFAULT_METHOD,
                 all_states: bool = True) -> torch.Tensor:
         """Run the discretised dynamics under ``drive`` (batch, steps, N) from ``x0``; states
-        in original coordinates (see :func:`combonet.engine.run`)."""
-        snap = self.explicit(dt=dt, method=method, dtype=drive.dtype, device=drive.device)
+        in original coordinates (see :func:`combonet.engine.run`). The map runs in the
+        model's dtype (:meth:`run_dtype`), the one ``certify`` certifies: ``drive`` and ``x0``
+        of another floating dtype are refused (``ValueError``), never silently run."""
+        drive, x0 = self.as_run_input(drive, "drive"), self.as_run_input(x0, "x0")
+        snap = self.explicit(dt=dt, method=method)
         y0 = None if x0 is None else snap.to_running(x0)
         out = run(snap, snap.prepare_drive(drive), y0, all_states=all_states)
         return snap.from_running(out)
