@@ -7,6 +7,8 @@ Every contraction claim ``M J + J^T M <= -2 lam M`` is checked with the autograd
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,111 @@ def test_sparse_weight_scaled_by_five_is_rejected():
     assert model.rate() > 0
     with pytest.raises(ValueError, match="spectral_radius"):
         cn.SparseModule(6, weight=5 * w)
+
+
+# -- buffers are never trusted (issue 10) ---------------------------------------------------
+def stored_metric_network(dtype: torch.dtype = torch.float32) -> cn.Feedback:
+    """A Feedback whose second child keeps its Theorem-1 metric in the buffer ``_p``."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        sparse = cn.SparseModule(6, density=0.3, magnitude=1.5, seed=1, normalize=False,
+                                 best_metric=True)
+        return cn.Feedback([cn.SVDModule(3, seed=0), sparse], seed=0)
+    finally:
+        torch.set_default_dtype(old)
+
+
+BAD_METRICS = {
+    "zero": ([1, 0, 1, 1, 1, 1], r"has entries <= 0 \(smallest 0\)"),
+    "negative": ([1, 1, -2, 1, 1, 1], r"has entries <= 0 \(smallest -2\)"),
+    "nan": ([1, 1, 1, float("nan"), 1, 1], "has non-finite entries"),
+    "inf": ([1, 1, 1, 1, float("inf"), 1], "has non-finite entries"),
+    "spread": ([1e300, 1e-300, 1, 1, 1, 1],
+               r"spans 1e-300 \.\.\. 1e\+300, a condition number beyond float64"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_METRICS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stored_metric_buffer_is_checked_at_every_use(bad, dtype):
+    """An edited ``_p`` (non-positive, non-finite, or spanning more than float64) used to make
+    the forward pass silently non-finite and the certificate blame "its running weights"."""
+    values, defect = BAD_METRICS[bad]
+    net = stored_metric_network(dtype)
+    sparse = net.systems[1]
+    drive = torch.randn(2, 3, net.n, dtype=dtype)
+    assert torch.isfinite(net(drive, dt=0.1)).all() and cn.certify(net, dt=0.1).certified
+    with torch.no_grad():
+        sparse._p.copy_(torch.tensor(values, dtype=torch.float64))
+    where = r"^systems\.1 SparseModule\(n=6\): buffer _p \(its stored metric\) "
+    for run in (lambda: net(drive, dt=0.1), lambda: net.explicit(dt=0.1), net.rate,
+                lambda: cn.simulate(net, drive, dt=0.1)):
+        with pytest.raises(ValueError, match=where + defect) as info:
+            run()
+        assert "\n" not in str(info.value) and "refused" in str(info.value)
+    with pytest.raises(ValueError, match=r"^SparseModule\(n=6\): buffer _p .*" + defect):
+        sparse.metric()  # the module alone, outside any tree
+    cert = cn.certify(net, dt=0.1)  # never raises
+    assert not cert.certified and not cert.continuous_certified
+    assert len(cert.failures) == 1
+    assert cert.failures[0].startswith("systems.1 SparseModule(n=6): buffer _p")
+    assert "not finite" not in cert.failures[0]
+    assert cert.summary().splitlines()[-1] == f"NOT CERTIFIED: {cert.failures[0]}"
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_METRICS))
+def test_loaded_stored_metric_is_refused(bad):
+    values, defect = BAD_METRICS[bad]
+    sd = stored_metric_network().state_dict()
+    sd["systems.1._p"] = torch.tensor(values, dtype=torch.float64)
+    fresh = stored_metric_network()
+    before = fresh.systems[1]._p.clone()
+    with pytest.raises(ValueError, match=r"^the loaded systems\.1\._p of SparseModule\(n=6\) "
+                       r"\(its stored metric\) " + defect):
+        fresh.load_state_dict(sd)
+    assert torch.equal(fresh.systems[1]._p, before)
+    good = stored_metric_network().state_dict()
+    fresh.load_state_dict(good)  # a valid metric loads
+    assert cn.certify(fresh, dt=0.1).certified
+
+
+def test_stored_metric_too_spread_for_float32_is_named():
+    """A positive, finite metric that the float32 running weights cannot represent: the
+    certificate says so instead of "its running weights are not finite"."""
+    net = stored_metric_network(torch.float32)
+    with torch.no_grad():
+        net.systems[1]._p.copy_(torch.tensor([1e150, 1e-150] * 3, dtype=torch.float64))
+    cert = cn.certify(net, dt=0.1)
+    assert not cert.certified
+    assert cert.failures[0].startswith(
+        "systems.1 SparseModule(n=6): its running weights are not finite in float32 although "
+        "W is: its metric (condition number 1e+300) is too spread"), cert.failures
+
+
+def test_mask_buffers_are_checked_at_every_use_and_on_load():
+    """The 0/1 masks (a combination's coupling mask, a trainable sparse module's pattern) are
+    refused when edited to other values, in place or in a loaded state dict."""
+    def build():
+        return cn.Feedback([cn.TrainableSparseModule(4, density=0.5, seed=0),
+                            cn.SVDModule(3, seed=1)], seed=0)
+
+    for key in ("mask", "systems.0.mask"):
+        for value in (0.5, float("nan"), 2.0):
+            net = build()
+            buf = dict(net.named_buffers())[key]
+            with torch.no_grad():
+                buf.view(-1)[buf.view(-1).nonzero()[0]] = value
+            label = "model Feedback(sizes=[4, 3])" if key == "mask" else \
+                "systems.0 TrainableSparseModule(n=4)"
+            with pytest.raises(ValueError, match=rf"^{re.escape(label)}: buffer mask .* is not a "
+                               "0/1 pattern"):
+                net(torch.randn(1, 2, 7), dt=0.1)
+            cert = cn.certify(net, dt=0.1)
+            assert not cert.certified and cert.failures[0].startswith(f"{label}: buffer mask")
+            sd = net.state_dict()
+            with pytest.raises(ValueError, match=rf"^the loaded {re.escape(key)} of"):
+                build().load_state_dict(sd)
 
 
 # -- 9. bad input ---------------------------------------------------------------------------

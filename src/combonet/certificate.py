@@ -168,12 +168,41 @@ def _build(net: Any, dt: float, method: str, dtype: torch.dtype) -> Explicit:
         return net.explicit(dt=dt, method=method, dtype=dtype)
 
 
-def _nonfinite(snap: Explicit) -> list[str]:
+def _metric_spread(module: Any) -> float | None:
+    """The condition number of a module's metric (None when it cannot be computed)."""
+    try:
+        with torch.no_grad():
+            if module.metric_is_diagonal():
+                p = module.metric_diagonal().to(torch.float64)
+                return float(p.max() / p.min())
+            ev = torch.linalg.eigvalsh(module.metric().to(torch.float64))
+            return float(ev[-1] / ev[0])
+    except _BUILD_ERRORS:
+        return None
+
+
+def _weights_finite(module: Any) -> bool:
+    try:
+        with torch.no_grad():
+            return bool(torch.isfinite(module.weight()).all())
+    except _BUILD_ERRORS:
+        return False
+
+
+def _nonfinite(snap: Explicit, net: Any) -> list[str]:
     out = []
-    for leaf in snap.tree.leaves():
+    for leaf, module in zip(snap.tree.leaves(), net.leaves(), strict=True):
         blk = snap.weight_matrix()[leaf.start:leaf.stop, leaf.start:leaf.stop]
-        if not bool(torch.isfinite(blk).all()):
-            out.append(f"{leaf.label}: its running weights are not finite")
+        if bool(torch.isfinite(blk).all()):
+            continue
+        if not _weights_finite(module):
+            out.append(f"{leaf.label}: its weights are not finite")
+            continue
+        spread = _metric_spread(module)
+        why = f" (condition number {spread:.3g})" if spread is not None else ""
+        out.append(f"{leaf.label}: its running weights are not finite in "
+                   f"{str(snap.dtype).replace('torch.', '')} although W is: its metric"
+                   f"{why} is too spread for that dtype")
     named = [("coupling", snap.coupling), ("kmat", snap.kmat), ("scale", snap.scale),
              ("decay", snap.decay), ("cayley core", snap.core)]
     named += [("coupling factors", t) for t in (snap.factors or ())]
@@ -187,13 +216,17 @@ def _evaluate(net: Any, dt: float, method: str, dtype: torch.dtype,
               alpha: float) -> Certificate:
     base = {"conditions": list(net.conditions()), "method": method, "dt": dt,
             "dtype": str(dtype).replace("torch.", ""), "tau": float(net.tau), "alpha": alpha}
+    defects = net.buffer_defects()
+    if defects:  # buffers are never trusted: an edited or corrupted one is the reason
+        return Certificate(**base, rate=None, continuous_certified=False,
+                           failures=[f"{d}; it was edited or is corrupted" for d in defects])
     try:
         snap = _build(net, dt, method, dtype)
     except _BUILD_ERRORS as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         return Certificate(**base, rate=None, continuous_certified=False,
                            failures=[f"the running matrices cannot be built: {reason}"])
-    failures = _nonfinite(snap)
+    failures = _nonfinite(snap, net)
     if failures:
         return Certificate(**base, rate=None, continuous_certified=False, failures=failures)
     return _from_snapshot(snap, base)

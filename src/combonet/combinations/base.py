@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .._validate import positive, positive_int, same
-from ..modules.base import Build, ContractingSystem
+from ..modules.base import Build, ContractingSystem, mask_defect
 from ..snapshot import Node
 
 
@@ -142,6 +142,13 @@ class Combination(ContractingSystem):
         """Whether the coupling is exactly ``U V^T`` now (no pathway removed from the mask)."""
         return self.rank is not None and bool((self.mask == 1).all())
 
+    def describe(self) -> str:
+        return f"{type(self).__name__}(sizes={self.sizes})"
+
+    def _buffer_defects(self) -> list[str]:
+        defect = mask_defect(self.mask)
+        return [] if defect is None else [f"buffer mask (its coupling mask) {defect}"]
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         key = prefix + "mask"
         if key in state_dict:
@@ -255,7 +262,7 @@ class Combination(ContractingSystem):
             k = self._own_running(ctx, start)
         if inner:  # children's couplings sit on their diagonal blocks (added to k there)
             k = k + torch.block_diag(*[x.dense() if isinstance(x, LowRank) else x for x in ks])
-        label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(sizes={self.sizes})"
+        label = f"{path.rstrip('.') or 'model'} {self.describe()}"
         node = Node(self.kind, label, self.rule, start, off, tuple(children),
                     self._running_metric(ctx.scale[start:off] * ctx.unit), self.g,
                     weights=self._weights())

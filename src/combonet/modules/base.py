@@ -9,6 +9,7 @@ the certificate certifies (:mod:`combonet.snapshot`).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,34 @@ class Build:
     unit: float = 1.0
 
 
+def metric_defect(p: torch.Tensor) -> str | None:
+    """Why a stored diagonal metric cannot be used, or None: its entries must be finite and
+    positive, with a condition number ``max / min`` finite in float64."""
+    if not p.is_floating_point():
+        return f"is not a floating-point tensor ({p.dtype})"
+    if p.numel() == 0:
+        return None
+    # one reduction and one transfer (aminmax propagates NaN)
+    lo, hi = torch.stack(torch.aminmax(p.detach())).to(torch.float64).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "has non-finite entries"
+    if not lo > 0:
+        return f"has entries <= 0 (smallest {lo:.3g}): a metric is positive"
+    if not math.isfinite(hi / lo):
+        return f"spans {lo:.3g} ... {hi:.3g}, a condition number beyond float64"
+    return None
+
+
+def mask_defect(m: torch.Tensor) -> str | None:
+    """Why a stored 0/1 mask cannot be used, or None."""
+    if not torch.equal(m, (m != 0).to(m.dtype)):  # NaN != 0 gives 1 != NaN: refused too
+        return "is not a 0/1 pattern"
+    return None
+
+
+REFUSED = "it was edited or is corrupted, so it is refused (reload or rebuild the model)"
+
+
 class ContractingSystem(nn.Module, ABC):
     """A network ``T dx/dt = -x + W phi(x) + L x + u`` with a metric and a rate (eq. 2).
 
@@ -142,6 +171,25 @@ class ContractingSystem(nn.Module, ABC):
             if t.is_floating_point():
                 return t
         return torch.empty(0)
+
+    def describe(self) -> str:
+        """``Class(n=...)``: how certificates and errors name this system."""
+        return f"{type(self).__name__}(n={self.n})"
+
+    def _buffer_defects(self) -> list[str]:
+        """What is wrong with this system's own buffers (not its children's), each phrase
+        naming the buffer; empty when nothing is."""
+        return []
+
+    def buffer_defects(self) -> list[str]:
+        """Every buffer of the tree that is not what it must be (a metric finite and positive,
+        a mask 0/1), as ``"<path> <Class>(...): buffer <name> <defect>"``. Buffers are
+        checked at every use (:meth:`explicit`) and on load, never trusted."""
+        out = []
+        for name, mod in self.named_modules():
+            if isinstance(mod, ContractingSystem):
+                out += [f"{name or 'model'} {mod.describe()}: {d}" for d in mod._buffer_defects()]
+        return out
 
     def run_dtype(self) -> torch.dtype:
         """The dtype the system runs in -- and that :func:`combonet.certify` certifies by
@@ -250,6 +298,9 @@ class ContractingSystem(nn.Module, ABC):
                   device: torch.device | str | None) -> Explicit:
         if method is not None:
             check_method(method)
+        defects = self.buffer_defects()
+        if defects:
+            raise ValueError(f"{defects[0]}; {REFUSED}")
         dtype = dtype or self.run_dtype()
         device = torch.device(device) if device is not None else self.run_device()
         taus = self.time_constants().to(device)
@@ -387,7 +438,7 @@ class ContractingModule(ContractingSystem):
         if family == "theorem3":
             with torch.no_grad():
                 ref, gain = self.reference_weight(s), self.reference_gain()
-        label = f"{path.rstrip('.') or 'model'} {type(self).__name__}(n={self.n})"
+        label = f"{path.rstrip('.') or 'model'} {self.describe()}"
         node = Node("leaf", label, self.theorem, start, stop, (),
                     self._running_metric(s * ctx.unit),
                     self.g, family, ref, gain=gain)

@@ -10,7 +10,7 @@ from .. import conditions
 from .._validate import in_interval, positive, positive_int
 from ..activations import Activation
 from ..conditions.metzler import theorem1_radius
-from .base import ContractingModule
+from .base import REFUSED, ContractingModule, mask_defect, metric_defect, per_pass
 
 
 def sample_sparse_weight(n: int, density: float, magnitude: float, rng: np.random.Generator,
@@ -115,7 +115,29 @@ class SparseModule(ContractingModule):
     def weight(self) -> torch.Tensor:
         return self._w
 
+    def _metric_defect(self) -> str | None:
+        """What is wrong with the stored metric ``_p`` (checked once per pass)."""
+        return per_pass(("metric_defect", id(self)), lambda: metric_defect(self._p))
+
+    def _buffer_defects(self) -> list[str]:
+        defect = self._metric_defect()
+        return [] if defect is None else [f"buffer _p (its stored metric) {defect}"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "_p"
+        if key in state_dict:
+            defect = metric_defect(state_dict[key])
+            if defect is not None:
+                raise ValueError(f"the loaded {key} of {self.describe()} (its stored metric) "
+                                 f"{defect}; {REFUSED}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def module_metric_diagonal(self) -> torch.Tensor:
+        """The stored metric, checked at every use (a buffer is never trusted)."""
+        defect = self._metric_defect()
+        if defect is not None:
+            raise ValueError(f"{self.describe()}: buffer _p (its stored metric) {defect}; "
+                             f"{REFUSED}")
         return self._p
 
     def metric_is_diagonal(self) -> bool:
@@ -153,6 +175,19 @@ class TrainableSparseModule(ContractingModule):
         self.register_buffer("mask", torch.as_tensor(w != 0, dtype=dtype))
         self.raw = nn.Parameter(torch.as_tensor(w, dtype=dtype))
         self.log_scale = nn.Parameter(torch.zeros(n, dtype=dtype))
+
+    def _buffer_defects(self) -> list[str]:
+        defect = mask_defect(self.mask)
+        return [] if defect is None else [f"buffer mask (its sparsity pattern) {defect}"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "mask"
+        if key in state_dict:
+            defect = mask_defect(state_dict[key])
+            if defect is not None:
+                raise ValueError(f"the loaded {key} of {self.describe()} (its sparsity "
+                                 f"pattern) {defect}; {REFUSED}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _r(self) -> torch.Tensor:
         r = self.raw * self.mask
