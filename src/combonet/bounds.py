@@ -42,8 +42,10 @@ children's factors on the diagonal and the gains of its blocks below, in its wei
 computed exactly at all ``2^N`` vertices of the slope box (the map's Jacobian is affine in
 ``D``, so its norm is largest at a vertex).
 
-Rounding: every float64 evaluation is allowed ``ALLOWANCE_ULPS * N * eps`` relative error (times
-the condition number of a dense metric), added to the factor (see :func:`allowance`).
+Rounding: the float64 evaluation of the factor ``rho_0`` is allowed
+``ALLOWANCE_ULPS * N * eps * kappa * max(1, rho_0)`` (``kappa`` the condition number of a dense
+top-level metric, 1 for a diagonal one), added to the factor (see :func:`allowance`); the
+continuous-time rate carries no allowance.
 """
 
 from __future__ import annotations
