@@ -151,9 +151,9 @@ def test_low_rank_parameters_and_errors():
 @pytest.mark.parametrize("rank", [None, 2])
 def test_evaluate_builds_one_snapshot_and_equals_per_batch_forwards(rank, monkeypatch):
     """``train.loop.evaluate`` (inference mode, one snapshot per call for all its batches)
-    gives the loss and accuracy of plain per-batch forward passes, leaves no attribute behind,
+    gives the loss and accuracy of plain per-batch forward passes, holds nothing afterwards,
     and the model trains afterwards (no inference tensor kept)."""
-    from combonet.models import SequenceClassifier, sparse_combo_net
+    from combonet.models import sparse_combo_net
     from combonet.train.loop import cross_entropy, evaluate
 
     model = sparse_combo_net(4, 6, density=0.3, coupling_rank=rank, seed=3)
@@ -166,13 +166,18 @@ def test_evaluate_builds_one_snapshot_and_equals_per_batch_forwards(rank, monkey
     want_loss = float(cross_entropy(logits, ds.labels))
     want_acc = float((logits.argmax(1) == ds.labels).float().mean())
     calls = []
-    real = SequenceClassifier.snapshot
-    monkeypatch.setattr(SequenceClassifier, "snapshot",
-                        lambda self: calls.append(1) or real(self))
+    kind = type(model.network)
+    real = kind.explicit
+    monkeypatch.setattr(kind, "explicit",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     loss, acc = evaluate(model, ds, 4, torch.device("cpu"))
-    assert len(calls) == 1  # three batches, one snapshot
+    assert len(calls) == 1  # three batches, one snapshot built
     assert loss == pytest.approx(want_loss, rel=1e-6) and acc == pytest.approx(want_acc)
-    assert "snapshot" not in vars(model)
+    model.snapshot()
+    assert len(calls) == 2  # after evaluate, every pass builds its own snapshot again
+    with model.one_snapshot(), pytest.raises(RuntimeError, match="do not nest"), \
+            model.one_snapshot():
+        pass
     model.train()
     cross_entropy(model(ds.inputs), ds.labels).backward()
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all())

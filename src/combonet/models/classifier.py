@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,7 @@ class SequenceClassifier(nn.Module):
                              f"shape {tuple(mask.shape)}")
         self.register_buffer("input_mask", mask.to(torch.get_default_dtype()),
                              persistent=False)
+        self._held: Explicit | None = None
 
     def _check(self, inputs: torch.Tensor) -> None:
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 \
@@ -66,10 +68,27 @@ class SequenceClassifier(nn.Module):
             )
 
     def snapshot(self) -> Explicit:
-        """The network's explicit matrices for this pass (see :mod:`combonet.snapshot`)."""
+        """The network's explicit matrices for this pass (see :mod:`combonet.snapshot`), built
+        from the current tensors (inside :meth:`one_snapshot`: that block's one snapshot)."""
+        if self._held is not None:
+            return self._held
         w = self.encoder.weight
         return self.network.explicit(dt=self.dt, method=self.method, dtype=w.dtype,
                                      device=w.device)
+
+    @contextlib.contextmanager
+    def one_snapshot(self) -> Iterator[Explicit]:
+        """Every pass inside the block runs one snapshot, built on entry (in the spirit of
+        ``torch.nn.utils.parametrize.cached()``): for evaluation, where the weights do not
+        change, it saves rebuilding ``W``, ``L`` and the Cayley matrix for every batch. The
+        weights must not be changed inside the block."""
+        if self._held is not None:
+            raise RuntimeError("one_snapshot() blocks do not nest")
+        self._held = self.snapshot()
+        try:
+            yield self._held
+        finally:
+            self._held = None
 
     def running_states(self, inputs: torch.Tensor, all_states: bool = False
                        ) -> tuple[torch.Tensor, Explicit]:

@@ -19,6 +19,7 @@ gain ``val_per_task``/``test_per_task``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -169,24 +170,17 @@ def evaluate(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
     model.eval()
     idx = torch.arange(info.rank, len(ds), info.world)
     loss_sum, correct, count = 0.0, 0.0, 0.0
-    own = "snapshot" in vars(model)  # never shadow an instance attribute of the caller's
-    snapshot = None if own else getattr(type(model), "snapshot", None)
-    with torch.inference_mode():
-        if snapshot is not None and len(idx) > batch_size:
-            snap = snapshot(model)
-            model.snapshot = lambda: snap  # this call's batches share it
-        try:
-            for start in range(0, len(idx), batch_size):
-                sel = idx[start:start + batch_size]
-                x, y = ds.inputs[sel].to(device), ds.labels[sel].to(device)
-                out = model(x)
-                c, n = metric_fn(out, y)
-                loss_sum += float(loss_fn(out, y)) * n
-                correct += c
-                count += n
-        finally:
-            if not own:
-                vars(model).pop("snapshot", None)
+    hold = getattr(model, "one_snapshot", None)  # combo nets: one snapshot for all batches
+    with torch.inference_mode(), \
+            (hold() if hold is not None and len(idx) > batch_size else contextlib.nullcontext()):
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start:start + batch_size]
+            x, y = ds.inputs[sel].to(device), ds.labels[sel].to(device)
+            out = model(x)
+            c, n = metric_fn(out, y)
+            loss_sum += float(loss_fn(out, y)) * n
+            correct += c
+            count += n
     loss_sum, correct, count = ddp.all_reduce_sum([loss_sum, correct, count], info)
     return loss_sum / max(count, 1), correct / max(count, 1)
 
