@@ -117,7 +117,7 @@ class LesionReport:
 
 def _measure(kind: str, target: str, model: Any, trials: Any, batch_size: int) -> Lesion:
     _, perf = evaluate_trials(model, trials, batch_size=batch_size)
-    cert = certify(model.network, dt=model.dt, method=model.method)
+    cert = certify(model.network, dt=model.dt, method=model.method, max_dt=False)
     return Lesion(kind, target, perf, bool(cert.certified), float(cert.rate), cert.summary())
 
 
@@ -132,7 +132,7 @@ def lesion_study(model: Any, area_map: AreaMap, trials: Any, *,
     pairs = [(p.source, p.target) for p in area_map.pathways] if pathways is None \
         else list(pathways)
     _, base = evaluate_trials(model, trials, batch_size=batch_size)
-    cert = certify(model.network, dt=model.dt, method=model.method)
+    cert = certify(model.network, dt=model.dt, method=model.method, max_dt=False)
     report = LesionReport(base, bool(cert.certified))
     for a in areas:
         report.lesions.append(_measure("area", a, lesion_area(model, area_map, a), trials,
