@@ -7,7 +7,7 @@
 # Needs the [neuro] extra: pip install 'combonet[neuro]'.  Run from the repository root:
 #     bash benchmarks/neuro_experiment.sh                 # the run of docs/neuro.md
 #     PYTHON=/path/to/venv/bin/python bash benchmarks/neuro_experiment.sh
-# Settings (environment): EPOCHS (20), EPOCH_TRIALS (6400; / BATCH = steps per epoch),
+# Settings (environment): EPOCHS (36), EPOCH_TRIALS (6400; / BATCH = steps per epoch),
 # BATCH (64), AREAS_LR (0.01), AREAS_DT (0.3), SEED (0), OUT (runs/neuro-yang19),
 # DOCS (docs: where data/ and figures/ get the results; empty = do not write them),
 # ANALYZE_TRIALS (400), ANALYZE_BY (choice).
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-export EPOCHS=${EPOCHS:-20} EPOCH_TRIALS=${EPOCH_TRIALS:-6400} BATCH=${BATCH:-64}
+export EPOCHS=${EPOCHS:-36} EPOCH_TRIALS=${EPOCH_TRIALS:-6400} BATCH=${BATCH:-64}
 export AREAS_LR=${AREAS_LR:-0.01} AREAS_DT=${AREAS_DT:-0.3} SEED=${SEED:-0}
 export OUT=${OUT:-runs/neuro-yang19} DOCS=${DOCS-docs}
 COMBONET=("$PYTHON" -m combonet)
