@@ -24,7 +24,9 @@ in one process, alternating within every repeat (one thread, min of repeats):
 It also counts the minor page faults per training step (fresh ``(T, B, N)`` buffers each
 pass, whose pages the kernel zeroes on first touch); ``--malloc-keep`` reruns the script with
 glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` raised, so that freed buffers
-stay in the heap and are reused without faults (the second attempt).
+stay in the heap and are reused without faults (the second attempt); ``--alternate-malloc K``
+runs ``K`` pairs of child processes (without, then with ``--malloc-keep``; the environment
+must be set before a process starts) and reports the ratio of their training steps.
 
 Run from the repository root (with the package installed, e.g. `.venv/bin/python`)::
 
@@ -32,6 +34,7 @@ Run from the repository root (with the package installed, e.g. `.venv/bin/python
     python benchmarks/step_overhead.py --modules 16 --units 32 --batch 128 --steps 784
     python benchmarks/step_overhead.py --json             # one JSON object
     python benchmarks/step_overhead.py --malloc-keep      # buffers kept in the heap
+    python benchmarks/step_overhead.py --alternate-malloc 3   # 3 pairs of processes, alternating
 
 """
 
@@ -71,6 +74,38 @@ class CayleyByInverse(torch.autograd.Function):
         return ait @ grad @ ait
 
 
+def alternate_malloc(ns: argparse.Namespace) -> None:
+    """``ns.alternate_malloc`` pairs of child processes, alternating (module docstring)."""
+    import subprocess
+
+    base = [sys.executable, __file__, "--modules", str(ns.modules), "--units", str(ns.units),
+            "--batch", str(ns.batch), "--steps", str(ns.steps), "--repeats", str(ns.repeats),
+            "--json"]
+    t0 = time.perf_counter()
+    pairs = []
+    for _ in range(ns.alternate_malloc):
+        pair = {}
+        for kind, extra in (("default", []), ("malloc-keep", ["--malloc-keep"])):
+            out = subprocess.run(base + extra, capture_output=True, text=True, check=True)
+            pair[kind] = json.loads(out.stdout)
+        pair["step_ratio"] = pair["malloc-keep"]["best_s"]["step"] / pair["default"]["best_s"][
+            "step"]
+        pairs.append(pair)
+    ratios = sorted(p["step_ratio"] for p in pairs)
+    result = {"mode": "alternate-malloc", "pairs": pairs, "step_ratios": ratios,
+              "median_step_ratio": ratios[len(ratios) // 2],
+              "wall_s": time.perf_counter() - t0}
+    if ns.json:
+        print(json.dumps(result))
+        return
+    for p in pairs:
+        d, k = p["default"], p["malloc-keep"]
+        print(f"step {1e3 * d['best_s']['step']:.1f} ms ({d['minor_faults_per_step']:.0f} faults)"
+              f" -> {1e3 * k['best_s']['step']:.1f} ms ({k['minor_faults_per_step']:.0f} faults)"
+              f" with --malloc-keep: {p['step_ratio']:.3f}x")
+    print(f"median {result['median_step_ratio']:.3f}x; {result['wall_s']:.0f} s wall")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", type=int, default=8)
@@ -81,7 +116,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--malloc-keep", action="store_true",
                         help="rerun with glibc's mmap and trim thresholds at 4 GiB")
+    parser.add_argument("--alternate-malloc", type=int, default=0, metavar="K",
+                        help="K pairs of child runs, without and with --malloc-keep")
     ns = parser.parse_args()
+    if ns.alternate_malloc:
+        alternate_malloc(ns)
+        return
     keep = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
     if ns.malloc_keep and any(os.environ.get(k) != v for k, v in keep.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **keep})
