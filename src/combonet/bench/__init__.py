@@ -5,6 +5,8 @@ training step (forward + cross-entropy + backward) and a forward pass of
 
 * ``engine``  -- the combo net itself, ``model(inputs)`` (``sparse_combo_net`` by default:
   16 x 32, density 0.033, magnitude 3, cayley, T = 784, batch 128; ``--model svd-combo``);
+* ``engine-dense`` -- with ``--coupling-rank R``: the same builder, shape and seed with the dense
+  eq.-3 coupling (the rank's side-by-side comparison; checked against its own careful loop);
 * ``careful`` -- the same model written by a careful user (``W``, ``L``, ``C`` built once per
   forward, per-step input views, plain autograd): the main reference;
 * ``rebuild`` -- the same model rebuilding ``W`` and ``L`` (eq. 3) at every step, as the

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--density", type=float, default=0.033, help="density of each W_i (sparse-combo)")
     add("--magnitude", type=float, default=3.0, help="magnitude of each W_i (sparse-combo)")
     add("--coupling-rank", type=int, default=None, metavar="R",
-        help="rank of a low-rank coupling B = U V^T (passed to the builder; default dense)")
+        help="rank of a low-rank coupling B = U V^T (passed to the builder; default dense); "
+        "the dense net of the same shape is timed too, as engine-dense")
     add("--batch", type=int, default=None, help="batch size (default 128)")
     add("--steps", type=int, default=None, help="sequence length (default 784, psMNIST)")
     add("--repeats", type=int, default=None, help="timed repeats per contender (default 3)")
