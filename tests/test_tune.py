@@ -180,6 +180,31 @@ def test_diverged_trials_fail_and_a_run_of_failures_ends_the_study(tmp_path, mon
     assert not (tmp_path / "s" / "best.yaml").exists()
 
 
+def test_a_trial_whose_final_weights_are_not_certified_fails(tmp_path, monkeypatch):
+    """The final certificate decides: a NOT certified run never becomes ``best.yaml`` (unless
+    uncertified trials are allowed)."""
+    import dataclasses
+
+    from combonet.train import loop
+
+    real = loop.certificate_of
+
+    def refuse_final(model, max_dt=True):  # per-epoch checks pass; the final one does not
+        cert = real(model, max_dt=max_dt)
+        return cert if not max_dt else dataclasses.replace(
+            cert, discrete_certified=False, failures=["the discrete map is not covered"])
+
+    monkeypatch.setattr(loop, "certificate_of", refuse_final)
+    base = TrainConfig(**{**TINY, "epochs": 1})
+    res = tune.run_study(base, tmp_path / "s", trials=1, max_failures=1)
+    assert res.stopped == "failures" and res.best is None
+    trial = states(tmp_path / "s")[0]
+    assert trial.state.name == "FAIL" and "NOT certified" in trial.user_attrs["reason"]
+    assert RunDir(tmp_path / "s" / "trials" / "0000").certificate_record()["certified"] is False
+    kept = tune.run_study(base, tmp_path / "k", trials=1, require_certified=False)
+    assert kept.best is not None and kept.best.certified is False
+
+
 def test_timeout_starts_no_trial_after_the_budget(tmp_path):
     res = tune.run_study(BASE, tmp_path / "s", timeout_s=1e-9)
     assert res.stopped == "timeout" and res.trials == [] and res.best is None

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "family; see docs/tuning.md)")
     add("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
     add("--threads", type=int, default=1, help="torch threads of every trial (default: 1)")
+    add("--allow-uncertified", action="store_true",
+        help="keep trials whose final weights are not certified (by default they fail, so the "
+        "best configuration is a certified one)")
 
 
 def _sets(items: list[str]) -> dict[str, str]:

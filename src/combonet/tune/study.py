@@ -236,7 +236,7 @@ def _train(trial: Any, cfg: TrainConfig, deadline: float | None, rel: str) -> tu
 
 
 def _run_trial(study: Any, space: Space, base: TrainConfig, study_dir: Path,
-               deadline: float | None) -> TrialRecord:
+               deadline: float | None, require_certified: bool = True) -> TrialRecord:
     """Ask for a trial, train it, tell the study how it ended."""
     from optuna.trial import TrialState
 
@@ -263,6 +263,11 @@ def _run_trial(study: Any, space: Space, base: TrainConfig, study_dir: Path,
         study.tell(trial, state=TrialState.FAIL)
         raise
     trial.set_user_attr("wall_s", time.monotonic() - t0)
+    if state == "COMPLETE" and require_certified and trial.user_attrs.get("certified") is False:
+        state = "FAIL"  # a certifiable model whose final weights are not certified
+        reason = ("the final weights are NOT certified (combonet certify "
+                  f"{study_dir / rel}); a certified configuration is required "
+                  "(run_study(require_certified=False) / --allow-uncertified to keep it)")
     if reason:
         trial.set_user_attr("reason", reason)
     if state == "COMPLETE":
@@ -359,6 +364,7 @@ def run_study(base: TrainConfig, out_dir: str | Path, *, trials: int | None = No
               timeout_s: float | None = None, space: Space | dict[str, Any] | None = None,
               seed: int = 0, threads: int = 1, enqueue: Iterable[dict[str, Any]] | None = None,
               pruner_startup: int = 3, pruner_warmup: int = 1, max_failures: int = 20,
+              require_certified: bool = True,
               on_trial: Callable[[TrialRecord], None] | None = None) -> StudyResult:
     """Tune ``base`` over ``space`` (default: :func:`~.space.default_space`) in ``out_dir``.
 
@@ -367,6 +373,9 @@ def run_study(base: TrainConfig, out_dir: str | Path, *, trials: int | None = No
     failed), or ``max_failures`` trials in a row failed. Median pruning starts once
     ``pruner_startup`` trials completed and spares each trial's first ``pruner_warmup``
     epochs. ``enqueue``: settings to try first (each a mapping of space names to values).
+    ``require_certified``: a trial of a certifiable model whose final weights are NOT
+    certified (e.g. the discrete map at a long ``dt`` after a large learning rate) is failed,
+    so ``best.yaml`` is always a certified configuration.
     Prints nothing; ``on_trial`` sees each trial as it ends. Raises ``ValueError`` (one line)
     for bad input, before any trial.
     """
@@ -406,7 +415,7 @@ def run_study(base: TrainConfig, out_dir: str | Path, *, trials: int | None = No
             if in_a_row >= max_failures:
                 stopped = "failures"
                 break
-            rec = _run_trial(study, space, base, sd.path, deadline)
+            rec = _run_trial(study, space, base, sd.path, deadline, require_certified)
             new += 1
             in_a_row = in_a_row + 1 if rec.state == "FAIL" else 0
             if on_trial is not None:
