@@ -189,3 +189,26 @@ def test_running_rank_is_the_step_the_engine_runs():
         low.network.mask[:8, 8:16] = 0  # a pathway lesioned: the dense path runs
     assert threads.running_rank(low) is None
     assert threads.running_rank(GRUClassifier(1, 4, 10)) is None
+
+
+def test_train_sizes_auto_threads_by_the_step_it_runs(tmp_path, monkeypatch):
+    """``combonet train --threads auto`` passes the low-rank step's rank to the rule."""
+    from combonet.train import TrainConfig
+    from combonet.train.loop import Trainer
+
+    seen = {}
+    real = threads.apply_threads
+
+    def spy(setting, **kw):
+        seen.update(kw)
+        return real(setting, **kw)
+
+    monkeypatch.setattr(threads, "apply_threads", spy)
+    cfg = TrainConfig(task="pdigits", limit_train=60, limit_test=20, modules=2, units=8,
+                      density=0.2, magnitude=1.0, coupling_rank=2, epochs=1,
+                      out_dir=str(tmp_path / "run"))
+    trainer = Trainer(cfg)
+    try:
+        assert seen["rank"] == 2 and seen["units"] == 16
+    finally:
+        trainer.close()

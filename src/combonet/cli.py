@@ -268,7 +268,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     run = RunDir(ns.run_dir).load_model(ns.weights, data_dir=ns.data_dir)
     net = getattr(run.model, "network", None)
     thread_rule.apply_threads(setting, units=net.n if net is not None else run.config.hidden,
-                              batch=ns.batch_size)
+                              batch=ns.batch_size, rank=thread_rule.running_rank(run.model))
     if ns.data_dir is not None and is_trial_task(run.config.task):
         raise UsageError(f"--data-dir does not apply to the trial task {run.config.task} (its "
                          "trials are made from the run's seed); remove it")

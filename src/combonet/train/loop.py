@@ -311,7 +311,8 @@ class Trainer:
         units = net.n if net is not None else int(getattr(cfg, "hidden", 1))
         cores = max(1, threads.available_cores() // info.world)
         self.threads_used = threads.apply_threads(
-            "auto", units=units, batch=max(1, cfg.batch_size // info.world), cores=cores)
+            "auto", units=units, batch=max(1, cfg.batch_size // info.world), cores=cores,
+            rank=threads.running_rank(model))
 
     def _check_batch(self) -> None:
         if self.cfg.batch_size % self.info.world:
