@@ -7,14 +7,57 @@
 # Needs the [neuro] extra: pip install 'combonet[neuro]'.  Run from the repository root:
 #     bash benchmarks/neuro_experiment.sh                 # the run of docs/neuro.md
 #     PYTHON=/path/to/venv/bin/python bash benchmarks/neuro_experiment.sh
+#     PILOT=1 bash benchmarks/neuro_experiment.sh        # the pilot that chose dt and lr
 # Settings (environment): EPOCHS (36), EPOCH_TRIALS (6400; / BATCH = steps per epoch),
 # BATCH (64), AREAS_LR (0.01), AREAS_DT (0.3), SEED (0), OUT (runs/neuro-yang19),
 # DOCS (docs: where data/ and figures/ get the results; empty = do not write them),
 # ANALYZE_TRIALS (400), ANALYZE_BY (choice).
 # An interrupted run continues where it stopped when started again with the same settings.
+#
+# PILOT=1 runs only the pilot that chose AREAS_DT and AREAS_LR (and checks the CTRNN recipe's
+# learning rate): 400 steps of each setting on the same seeds, validation performance on 200
+# validation trials (never the test set); results in $OUT/pilot.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
+if [ "${PILOT:-0}" = 1 ]; then
+    export OUT=${OUT:-runs/neuro-yang19-pilot}
+    exec "$PYTHON" - <<'EOF'
+import json, os, shutil, time
+from pathlib import Path
+
+from combonet.train.config import TrainConfig
+from combonet.train.loop import Trainer
+
+out = Path(os.environ["OUT"])
+grid = [("areas", 1.0, 1e-3), ("areas", 1.0, 3e-3), ("areas", 1.0, 1e-2),
+        ("areas", 0.3, 3e-3), ("areas", 0.3, 1e-2), ("areas", 0.1, 1e-2),
+        ("ctrnn", None, 1e-3), ("ctrnn", None, 3e-3), ("ctrnn", None, 1e-2)]
+rows = []
+for model, dt, lr in grid:
+    name = f"{model}-dt{dt}-lr{lr:g}" if dt else f"{model}-lr{lr:g}"
+    shutil.rmtree(out / name, ignore_errors=True)
+    extra = (dict(areas="configs/areas/yang19-multitask.yaml", dt=dt) if model == "areas"
+             else dict(hidden=256, ctrnn_tau=100.0))
+    cfg = TrainConfig(task="neurogym:yang19", model=model, lr=lr, epochs=1,
+                      epoch_trials=400 * 64, batch_size=64, val_trials=200, test_trials=1,
+                      schedule="none", grad_clip=1.0, threads="1", certify_every=0,
+                      out_dir=str(out / name), **extra)
+    t0 = time.time()
+    trainer = Trainer(cfg)
+    trainer.begin()
+    rec = trainer.advance()
+    res = trainer.finish("finished")
+    trainer.close()
+    cert = res.certificate["certified"] if res.certificate else None
+    rows.append({"model": model, "dt": dt, "lr": lr, "steps": 400, "val": rec["val_acc"],
+                 "val_loss": rec["val_loss"], "train_s": rec["time_train"],
+                 "certified": cert, "wall_s": time.time() - t0})
+    print(f"{name:24s} val {100 * rec['val_acc']:5.1f}%  loss {rec['val_loss']:.3f}  "
+          f"train {rec['time_train']:.0f}s  certified {cert}", flush=True)
+(out / "pilot.json").write_text(json.dumps(rows, indent=2))
+EOF
+fi
 export EPOCHS=${EPOCHS:-36} EPOCH_TRIALS=${EPOCH_TRIALS:-6400} BATCH=${BATCH:-64}
 export AREAS_LR=${AREAS_LR:-0.01} AREAS_DT=${AREAS_DT:-0.3} SEED=${SEED:-0}
 export OUT=${OUT:-runs/neuro-yang19} DOCS=${DOCS-docs}
