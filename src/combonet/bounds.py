@@ -20,7 +20,9 @@ One module, ``A = diag(alpha)``, ``b = 1 - alpha``, step map Jacobian ``J = diag
   <= B^2 + A^{1/2} (2 sigma_d + kappa^2) A^{1/2}`` with ``sigma_d = sigma(B X_w)`` and
   ``kappa = g ||W_a A^{-1/2}||``, so ``rho^2 <= max_j (b_j^2 + alpha_j (2 sigma_d + kappa^2))``.
   For one time constant this is ``b^2 + 2 alpha b sigma(W) + alpha^2 k^2`` -- written without
-  the cancellation of ``1 - 2 alpha mu + ...`` near ``alpha = 1``.
+  the cancellation of ``1 - 2 alpha mu + ...`` near ``alpha = 1``. Since
+  ``J = B + A^{1/2} X_w D A^{1/2}``, also ``rho <= max_j (b_j + alpha_j g ||X_w||)`` (diagonal
+  metrics; :meth:`LeafBound.rho`), the tighter bound when the units' time constants differ.
 
 Theorem-3 modules (dense metric ``M``): ``M W D`` is diagonal and <= 0 for the exact product
 ``W_ref = -P1 Q P2``, so ``sigma <= g ||R (W - W_ref)|| ||R^{-1}||`` for the running ``W``, and
@@ -168,16 +170,25 @@ def block_norm(block: torch.Tensor, rows: Normaliser, cols: Normaliser) -> float
 
 @dataclass
 class LeafBound:
-    """One module in one metric: continuous ``mu``, discrete ``sigma_d`` and ``kappa``."""
+    """One module in one metric: continuous ``mu``, discrete ``sigma_d`` and ``kappa``, and
+    ``gain >= g ||X_w||`` (diagonal metrics; ``inf`` where not computed)."""
 
     mu: float
     sigma_d: float
     kappa: float
+    gain: float = math.inf
 
     def rho(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """``sqrt(max_j (b_j^2 + alpha_j (2 sigma_d + kappa^2)))``."""
+        """``min(sqrt(max_j (b_j^2 + alpha_j (2 sigma_d + kappa^2))), max_j (b_j + alpha_j
+        gain))``. The second bound holds because ``J = B + A^{1/2} X_w D A^{1/2}`` and, for
+        unit ``u, v`` and ``b >= 0``, ``u^T J v <= sqrt(sum b u^2) sqrt(sum b v^2) + gain
+        sqrt(sum alpha u^2) sqrt(sum alpha v^2) <= max_j (b_j + alpha_j gain)`` (Cauchy-Schwarz
+        twice); it is the tighter one when the units' time constants differ."""
         sq = b**2 + a * (2 * self.sigma_d + self.kappa**2)
-        return math.sqrt(max(0.0, float(sq.max())))
+        mixed = math.sqrt(max(0.0, float(sq.max())))
+        if math.isfinite(self.gain) and bool((b >= 0).all()):
+            mixed = min(mixed, float((b + a * self.gain).max()))
+        return mixed
 
 
 #: leaf bounds are a pure function of exact float64 tensors: memoised by their content (a
@@ -243,7 +254,7 @@ def _leaf_bound(node: Node, wa: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     b0 = float(b[0])
     # sigma(b X) = b sigma(X) for one b >= 0 (both bounds are positively homogeneous)
     sig_d = b0 * sig if bool((b == b0).all()) and b0 >= 0 else sigma(b[:, None] * xw, g)
-    return LeafBound(1.0 - sig, sig_d, g * norm2(wn / ra[None, :]))
+    return LeafBound(1.0 - sig, sig_d, g * norm2(wn / ra[None, :]), g * norm2(xw))
 
 
 @dataclass
