@@ -382,6 +382,7 @@ def _resume_as_told(ws: Workspace, outcome: Outcome) -> None:
 
 def _orphan(ws: Workspace) -> list[str]:
     run = ws.copy("orphan")
+    (run / "summary.json").unlink()  # the crash came before the run's end was written
     (run / ".checkpoint.pt.k9x2ab.tmp").write_bytes(b"half a checkpoint")
     return ["train", "--resume", "--out-dir", "orphan"]
 

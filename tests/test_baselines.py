@@ -21,6 +21,7 @@ from combonet.models import (
     sparse_combo_net,
     svd_combo_net,
 )
+from combonet.models.registry import SEQUENCE
 from combonet.train import TrainConfig
 
 BASELINES = [LSTMClassifier, GRUClassifier, VanillaRNNClassifier, LipschitzRNN, AntisymmetricRNN]
@@ -129,12 +130,14 @@ def test_bad_hyperparameters():
 def test_registry_names():
     assert set(MODELS) == {"sparse-combo", "svd-combo", "unconstrained-combo",
                            "trainable-sparse-combo", "mixed-combo", "hybrid-combo", "lstm",
-                           "gru", "rnn", "lipschitz", "antisymmetric"}
+                           "gru", "rnn", "lipschitz", "antisymmetric", "areas", "ctrnn"}
     assert set(COMBO_MODELS) <= set(MODELS)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(k for k, s in MODELS.items() if SEQUENCE in s.tasks))
 def test_every_registered_model_builds_and_runs(name):
+    """Every model of sequence classification (the trial-task models ``areas`` and ``ctrnn``
+    are built and run in tests/test_neuro_cli.py and tests/test_areas.py)."""
     cfg = TrainConfig(model=name, modules=2, units=4, density=0.3, magnitude=1.0,
                       hidden=6, dt=0.2)
     torch.manual_seed(0)
