@@ -312,3 +312,23 @@ def test_train_certify_analyze_on_real_neurogym_tasks(tmp_path, capsys):
     capsys.readouterr()
     assert main(["certify", str(multi)]) == 0
     assert "areas 'yang19-multitask', 256 units" in capsys.readouterr().out
+
+
+def test_analyze_a_malicious_bare_state_dict_is_refused_without_torch_advice(tmp_path, capsys):
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    areas = tmp_path / "tiny.toml"
+    areas.write_text(TINY)
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(pickle.dumps({"model": Payload()}))
+    assert main(["analyze", str(evil), "--areas", str(areas), "--task", "synthetic"]) == 2
+    err = one_line_error(capsys)
+    assert "never runs code" in err and "weights_only" not in err
+    assert not marker.exists()

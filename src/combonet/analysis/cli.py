@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ..engine.maps import METHODS
+
 ANALYSES = ("fixed-points", "pca", "lesions", "communication")
 WEIGHTS_NAME = "model.pt"
 _FILES = {"fixed-points": "fixed-points.png", "pca": "pca.png", "lesions": "lesions.png",
@@ -61,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "synthetic:K, yang19, or neurogym:ID (needs combonet[neuro])")
     bare.add_argument("--dt", type=float, default=None, help="step of the model's map "
                       "(default 0.1)")
-    bare.add_argument("--method", choices=("cayley", "euler"), default=None,
+    bare.add_argument("--method", choices=METHODS, default=None,
                       help="the model's map (default cayley)")
 
 
@@ -212,6 +214,7 @@ def _trials_of_run(loaded: Any, count: int, seed: int | None) -> Any:
 def _bare(ns: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
     """The legacy form: a state_dict with --areas/--task."""
     from ..data.neurogym import load_trial_task
+    from ..engine.maps import DEFAULT_METHOD
 
     if ns.areas is None:
         raise ValueError(f"{ns.run} is not a run directory (no config.json): give --areas FILE "
@@ -221,11 +224,15 @@ def _bare(ns: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
     task_name = ns.task or "synthetic"
     task = load_trial_task(task_name)
     model, area_map = build_model(ns.areas, task, dt=0.1 if ns.dt is None else ns.dt,
-                                  method=ns.method or "cayley")
+                                  method=ns.method or DEFAULT_METHOD)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{weights} is not a loadable state_dict ({err})") from None
+        data = weights.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {weights}: {err.strerror}") from None
+    # weights_only, and torch's own advice (weights_only=False) is never passed on
+    from ..train.checkpoint import unpickle
+
+    state = unpickle(data, weights)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:

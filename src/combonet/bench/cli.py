@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from ..engine.maps import DEFAULT_METHOD, METHODS
 from .run import SKIPPABLE, benchmark, disagreements, report
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE = 0, 1, 2
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--repeats", type=int, default=None, help="timed repeats per contender (default 3)")
     add("--quick", action="store_true",
         help="smoke-test shape: 4x8 units, 20 steps, batch 4, 1 repeat (explicit flags win)")
-    add("--method", choices=("euler", "cayley"), default="cayley")
+    add("--method", choices=METHODS, default=DEFAULT_METHOD)
     add("--dt", type=float, default=0.1, help="time step (dt / tau in (0, 1])")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add("--threads", default="auto",

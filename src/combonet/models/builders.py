@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..combinations import Feedback, Hierarchy, Unconstrained, random_block_mask
+from ..engine.maps import DEFAULT_METHOD
 from ..modules import SparseModule, SVDModule, TimeConstants, TrainableSparseModule
 from ..modules.base import ContractingSystem
 from .classifier import SequenceClassifier
@@ -101,7 +102,7 @@ def _coupled(mods: Sequence[ContractingSystem], coupling: str, init_scale: float
 
 def combo_net(kind: str, p: int, n: int, *, density: float = 0.033, magnitude: float = 1.0,
               input_size: int = 1, num_classes: int = 10, dt: float = 0.1,
-              method: str = "cayley", init_scale: float = 1.0,
+              method: str = DEFAULT_METHOD, init_scale: float = 1.0,
               coupling_density: float | None = None, coupling: str = "feedback",
               coupling_rank: int | None = None, tau: float = 1.0,
               tau_max: float | None = None, tau_train: str = "none", hybrid: bool = False,
@@ -136,7 +137,7 @@ def combo_net(kind: str, p: int, n: int, *, density: float = 0.033, magnitude: f
 
 def sparse_combo_net(p: int, n: int, density: float = 0.033, magnitude: float = 1.0, *,
                      input_size: int = 1, num_classes: int = 10, dt: float = 0.1,
-                     method: str = "cayley", init_scale: float = 1.0,
+                     method: str = DEFAULT_METHOD, init_scale: float = 1.0,
                      coupling_density: float | None = None, coupling: str = "feedback",
                      coupling_rank: int | None = None, seed: int = 0,
                      **kw) -> SequenceClassifier:
@@ -149,7 +150,7 @@ def sparse_combo_net(p: int, n: int, density: float = 0.033, magnitude: float = 
 
 
 def svd_combo_net(p: int, n: int, *, input_size: int = 1, num_classes: int = 10,
-                  dt: float = 0.1, method: str = "cayley", init_scale: float = 1.0,
+                  dt: float = 0.1, method: str = DEFAULT_METHOD, init_scale: float = 1.0,
                   coupling_density: float | None = None, coupling: str = "feedback",
                   coupling_rank: int | None = None, seed: int = 0,
                   **kw) -> SequenceClassifier:

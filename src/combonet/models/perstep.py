@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._validate import positive_int
+from ..engine.maps import DEFAULT_METHOD, check_method
 from ..modules import ContractingSystem
 
 __all__ = [
@@ -54,13 +55,13 @@ class PerStepModel(nn.Module):
     """
 
     def __init__(self, network: ContractingSystem, input_size: int, num_actions: int, *,
-                 dt: float = 0.1, method: str = "cayley", input_mask: Tensor | None = None,
+                 dt: float = 0.1, method: str = DEFAULT_METHOD,
+                 input_mask: Tensor | None = None,
                  output_mask: Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(network, ContractingSystem):
             raise ValueError(f"network must be a combonet module or combination, got {network!r}")
-        if method not in ("euler", "cayley"):
-            raise ValueError(f'Invalid method "{method}". Must be one of [\'euler\', \'cayley\']')
+        check_method(method)
         alpha = float(dt) / network.tau
         if not 0 < alpha <= 1:
             raise ValueError(f"dt / tau must lie in (0, 1], got dt={dt}, tau={network.tau}")

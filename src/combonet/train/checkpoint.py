@@ -138,13 +138,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # -- reading --------------------------------------------------------------------------------
 def load_bytes(data: bytes, path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
-    """Unpickle ``data`` (the verified contents of ``path``) with ``weights_only=True`` and
-    check it holds what a ``kind`` file must. Torch's own message is never passed on: it
-    suggests ``weights_only=False``, the one thing never to do with a file that fails here."""
+    """Unpickle ``data`` (the verified contents of ``path``, :func:`unpickle`) and check it
+    holds what a ``kind`` file must."""
+    return check_contents(unpickle(data, path), path, kind)
+
+
+def unpickle(data: bytes, path: str | Path) -> Any:
+    """``torch.load`` of ``data`` with ``weights_only=True``. Torch's own message is never
+    passed on: it suggests ``weights_only=False``, the one thing never to do with a file that
+    fails here."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain containers, so it is not a "
@@ -153,7 +159,6 @@ def load_bytes(data: bytes, path: str | Path, kind: str = "checkpoint") -> dict[
     except Exception as err:
         raise CheckpointError(f"{path} is not a readable torch file ({type(err).__name__}: it "
                               "is corrupt or truncated)") from None
-    return check_contents(obj, path, kind)
 
 
 def check_contents(obj: Any, path: str | Path, kind: str) -> dict[str, Any]:
@@ -204,4 +209,4 @@ def first_non_finite(obj: dict[str, Any]) -> str | None:
 __all__ = ["FORMAT", "REQUIRED", "CheckpointError", "atomic_save", "atomic_write_bytes",
            "atomic_write_json", "atomic_write_text", "check_contents", "current_umask",
            "first_non_finite", "load_bytes", "rng_state", "set_rng_state", "tmp_prefix",
-           "to_bytes"]
+           "to_bytes", "unpickle"]
