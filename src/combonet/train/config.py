@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import _validate as v
 from .._validate import file_kind
+from ..engine.maps import DEFAULT_METHOD
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class TrainConfig:
     tau_max: float | None = None
     readout: str = "last"
     dt: float = 0.1
-    method: str = "cayley"
+    method: str = DEFAULT_METHOD
     hidden: int = 128
     #: model "areas": the areas file's content (a path given here is read at once, so a run
     #: directory's config.json holds the network itself, not a path that may change)
