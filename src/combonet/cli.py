@@ -1,5 +1,5 @@
 """The ``combonet`` command line: ``train``, ``evaluate``, ``certify``, ``analyze``, ``bench``,
-``experiment``, ``compare``, ``tune``.
+``experiment``, ``compare`` and ``tune``.
 
 Errors in what the user asked for (bad flags, impossible hyperparameters, missing or corrupt
 files) print one line and exit with status 2; failures of the machine (a full disk) print one
