@@ -107,6 +107,17 @@ def mask_defect(m: torch.Tensor) -> str | None:
 REFUSED = "it was edited or is corrupted, so it is refused (reload or rebuild the model)"
 
 
+def refuse_loaded(module: Any, state_dict: dict, key: str, what: str,
+                  defect_of: Any) -> None:
+    """Refuse a loaded buffer ``state_dict[key]`` (``what`` it is) that ``defect_of`` finds
+    wrong: a buffer is never trusted."""
+    if key in state_dict:
+        defect = defect_of(state_dict[key])
+        if defect is not None:
+            raise ValueError(f"the loaded {key} of {module.describe()} ({what}) {defect}; "
+                             f"{REFUSED}")
+
+
 class ContractingSystem(nn.Module, ABC):
     """A network ``T dx/dt = -x + W phi(x) + L x + u`` with a metric and a rate (eq. 2).
 

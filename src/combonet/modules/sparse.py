@@ -10,7 +10,14 @@ from .. import conditions
 from .._validate import in_interval, positive, positive_int
 from ..activations import Activation
 from ..conditions.metzler import theorem1_radius
-from .base import REFUSED, ContractingModule, mask_defect, metric_defect, per_pass
+from .base import (
+    REFUSED,
+    ContractingModule,
+    mask_defect,
+    metric_defect,
+    per_pass,
+    refuse_loaded,
+)
 
 
 def sample_sparse_weight(n: int, density: float, magnitude: float, rng: np.random.Generator,
@@ -124,12 +131,7 @@ class SparseModule(ContractingModule):
         return [] if defect is None else [f"buffer _p (its stored metric) {defect}"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        key = prefix + "_p"
-        if key in state_dict:
-            defect = metric_defect(state_dict[key])
-            if defect is not None:
-                raise ValueError(f"the loaded {key} of {self.describe()} (its stored metric) "
-                                 f"{defect}; {REFUSED}")
+        refuse_loaded(self, state_dict, prefix + "_p", "its stored metric", metric_defect)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def module_metric_diagonal(self) -> torch.Tensor:
@@ -181,12 +183,7 @@ class TrainableSparseModule(ContractingModule):
         return [] if defect is None else [f"buffer mask (its sparsity pattern) {defect}"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        key = prefix + "mask"
-        if key in state_dict:
-            defect = mask_defect(state_dict[key])
-            if defect is not None:
-                raise ValueError(f"the loaded {key} of {self.describe()} (its sparsity "
-                                 f"pattern) {defect}; {REFUSED}")
+        refuse_loaded(self, state_dict, prefix + "mask", "its sparsity pattern", mask_defect)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _r(self) -> torch.Tensor:
