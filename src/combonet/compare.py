@@ -233,7 +233,11 @@ def compare(base: TrainConfig | None, out_dir: str | Path, *, baselines: Sequenc
         if not cmp.path.is_dir():
             raise ValueError(f"--resume: {cmp.path} is not a directory")
         cmp.acquire()
-        plan = cmp.plan()
+        try:
+            plan = cmp.plan()
+        except BaseException:
+            cmp.release()
+            raise
         budget_s = plan["budget_s"]
         configs = plan["contenders"]
     else:
@@ -248,10 +252,12 @@ def compare(base: TrainConfig | None, out_dir: str | Path, *, baselines: Sequenc
         cmp.acquire()
         for name, cfg in configs.items():
             cfg.out_dir = str(cmp.path / name)
-        cmp.write(PLAN, json.dumps({"format": PLAN_FORMAT, "budget_s": budget_s, "contenders":
-                                    {k: c.to_dict() for k, c in configs.items()}}, indent=1))
     trainers: dict[str, Any] = {}
     try:
+        if not resume:
+            cmp.write(PLAN, json.dumps({"format": PLAN_FORMAT, "budget_s": budget_s,
+                                        "contenders": {k: c.to_dict() for k, c in
+                                                       configs.items()}}, indent=1))
         for name, cfg in configs.items():
             run = RunDir(cfg.out_dir)
             if run.status() in ("finished", "stopped", "diverged"):
