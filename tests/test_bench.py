@@ -403,8 +403,8 @@ def test_threads_sweep_tiny(capsys):
         busy = s["other_busy_cores"][cond]
         assert busy is None or 0 <= busy <= (os.cpu_count() or 1)
         assert s["auto"][cond] == resolve_threads("auto", units=12, batch=8, busy=busy or 0.0)
-    if s["other_busy_cores"]["busy"] is not None:  # our spinner is seen
-        assert s["other_busy_cores"]["busy"] >= 0.7
+    # that the spinner is seen is tested over a 1 s window (test_busy_process_competes_and_
+    # stops): these tiny timing windows are a few /proc/stat ticks (10 ms) long, too short
     for cond in ("idle", "busy"):
         assert set(s["ms_per_step"][cond]) == {"1", "2"}
         assert s["best_threads"][cond] in (1, 2)
