@@ -1,11 +1,18 @@
 """Each lever of a certified model measured, one at a time, against one base configuration.
 
-The base is ``configs/pdigits.toml`` (the demo) at ``--epochs`` epochs; every other row changes
-one setting (readout, coupling scale, module magnitude/density, step, module kind, hybrid, time
-constants). Every run is one thread, trained in turn in this process, and reports the test
-accuracy at its best-validation epoch, its certificate and its wall time. Run::
+The base is ``--config`` at ``--epochs`` epochs (``--set KEY=VALUE`` changes a base setting,
+e.g. ``limit_train=6000``); every other row of the ``--sweep`` changes one or a few settings
+(readout, coupling scale, module magnitude/density, step, module kind, hybrid, time constants,
+size; the unconstrained control and the torch baselines as references). Every run is one
+thread, trained in turn in this process, and reports the test accuracy at its best-validation
+epoch, its certificate and its wall time. Run::
 
     python benchmarks/levers.py --epochs 30 --out runs/levers --json docs/data/levers-pdigits.json
+    python benchmarks/levers.py --sweep mnist1d --config configs/mnist1d-attention.toml \
+        --epochs 40 --out runs/levers-mnist1d --json docs/data/levers-mnist1d.json
+    python benchmarks/levers.py --sweep psmnist --config configs/psmnist.toml --epochs 3 \
+        --set limit_train=6000 --set limit_test=2000 --set data_dir=../shared/data/mnist \
+        --out runs/levers-psmnist --json docs/data/levers-psmnist-pilot.json
 
 Runs already finished in ``--out`` are reused (rerunning the command only fills gaps).
 """
@@ -21,7 +28,7 @@ from pathlib import Path
 from combonet.train import RunDir, TrainConfig, train
 from combonet.train.config import read_config_file
 
-#: lever -> the settings it changes from the base
+#: lever -> the settings it changes from the base (``--sweep pdigits``)
 LEVERS: dict[str, dict] = {
     "base (configs/pdigits.toml)": {},
     "readout: mean of all states": {"readout": "mean"},
@@ -42,25 +49,98 @@ LEVERS: dict[str, dict] = {
     "time constants trained per unit in [1, 10]": {"tau_max": 10.0, "tau_train": "unit"},
 }
 
+#: ``--sweep mnist1d``: around ``configs/mnist1d-attention.toml`` (the tune study's best:
+#: per-unit time constants, dt 0.97, attention readout)
+MNIST1D_LEVERS: dict[str, dict] = {
+    "base (configs/mnist1d-attention.toml)": {},
+    "twice the epochs": {"epochs_factor": 2},
+    "16x32 (twice the units)": {"modules": 16},
+    "8x16 (half the units)": {"units": 16},
+    "lr x2": {"lr": 0.0151},
+    "lr /2": {"lr": 0.00377},
+    "time constants per unit in [1, 20]": {"tau_max": 20.0},
+    "one shared time constant (fixed), same dt": {"tau_train": "none", "tau_max": None},
+    "readout: last state": {"readout": "last"},
+    "trainable sparse modules (Theorem 1), per-unit tau": {
+        "model": "trainable-sparse-combo", "density": 0.1, "magnitude": 1.0, "lr": 0.02},
+    "control: unconstrained coupling L = B (not certified)": {"model": "unconstrained-combo"},
+    "reference: torch tanh RNN, 128 hidden": {"model": "rnn", "hidden": 128, "lr": 0.003},
+    "reference: torch GRU, 128 hidden": {"model": "gru", "hidden": 128, "lr": 0.003},
+    "readout: max over time": {"readout": "max"},
+    "readout: max, 8x16 (half the units)": {"readout": "max", "units": 16},
+    "readout: max, one shared time constant (fixed)": {
+        "readout": "max", "tau_train": "none", "tau_max": None},
+    "readout: max, lr x2": {"readout": "max", "lr": 0.0151},
+    "readout: max, 30 epochs": {"readout": "max", "epochs": 30},
+    "readout: max, 8x16, lr x2": {"readout": "max", "units": 16, "lr": 0.0151},
+    "readout: max, 8x16, lr x2, 60 epochs": {
+        "readout": "max", "units": 16, "lr": 0.0151, "epochs": 60},
+}
+
+#: ``--sweep psmnist``: per-unit time constants at long steps on psMNIST (784 steps), around
+#: ``configs/psmnist.toml``; the first rows are the previous configuration (dt 0.01, tau 1)
+PREVIOUS = {"dt": 0.01, "tau_train": "none", "tau_max": None}
+PSMNIST_LEVERS: dict[str, dict] = {
+    "dt 0.01, one time constant (the previous configs/psmnist.toml)": PREVIOUS,
+    "dt 0.01, one time constant, readout: attention": {**PREVIOUS, "readout": "attention"},
+    "per-unit tau in [1, 100], dt 1": {"tau_max": 100.0},
+    "per-unit tau in [1, 1000], dt 1 (configs/psmnist.toml)": {},
+    "per-unit tau in [1, 100], dt 1, readout: attention": {
+        "tau_max": 100.0, "readout": "attention"},
+    "SVD modules, per-unit tau in [1, 100], dt 1, readout: attention": {
+        "model": "svd-combo", "tau_max": 100.0, "readout": "attention", "lr": 0.0075,
+        "init_scale": 0.141},
+    "reference: torch GRU, matched (100 hidden)": {"model": "gru", "hidden": 100, "lr": 0.003},
+    "reference: torch LSTM, matched (86 hidden)": {"model": "lstm", "hidden": 86, "lr": 0.003},
+    "per-unit tau in [1, 1000], dt 1, readout: max": {"readout": "max"},
+}
+
+SWEEPS = {"pdigits": LEVERS, "mnist1d": MNIST1D_LEVERS, "psmnist": PSMNIST_LEVERS}
+
+
+def lever_config(base: dict, change: dict, epochs: int, run_dir: Path) -> TrainConfig:
+    """The base with ``change`` applied (``None`` removes a setting, ``epochs`` replaces and
+    ``epochs_factor`` multiplies ``epochs``); base settings the changed model does not take are
+    dropped."""
+    change = dict(change)
+    epochs = int(change.pop("epochs", epochs)) * int(change.pop("epochs_factor", 1))
+    merged = {**base, **change, "epochs": epochs, "threads": "1", "quiet": True,
+              "out_dir": str(run_dir)}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    cfg = TrainConfig.from_dict(merged)
+    drop = set(cfg.not_applicable()) - set(change)
+    if drop:
+        cfg = TrainConfig.from_dict({k: v for k, v in merged.items()
+                                     if k.replace("-", "_") not in drop})
+    return cfg
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="pdigits")
     parser.add_argument("--config", default="configs/pdigits.toml")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE", help="change one base setting (repeatable)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default="runs/levers")
     parser.add_argument("--json", default=None, help="write the rows here")
     ns = parser.parse_args()
     base = read_config_file(ns.config)
+    for item in ns.settings:
+        key, eq, value = item.partition("=")
+        if not eq:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        base[key.strip()] = getattr(TrainConfig.from_dict({key.strip(): value},
+                                                          source="--set"),
+                                    key.strip().replace("-", "_"))
     rows = []
-    for i, (name, change) in enumerate(LEVERS.items()):
+    for i, (name, change) in enumerate(SWEEPS[ns.sweep].items()):
         run_dir = Path(ns.out) / f"{i:02d}"
         run = RunDir(run_dir)
         if run.status() != "finished":
-            cfg = TrainConfig.from_dict({**base, **change, "epochs": ns.epochs,
-                                         "threads": "1", "quiet": True,
-                                         "out_dir": str(run_dir)})
             t0 = time.time()
             try:
+                cfg = lever_config(base, change, ns.epochs, run_dir)
                 train(cfg)
             except ValueError as err:  # a lever the model cannot take: say so in the table
                 rows.append({"lever": name, "settings": change, "error": str(err)})
@@ -82,7 +162,9 @@ def main() -> None:
               f"(epoch {r['best_epoch']}) | {r['certified']} | {r['wall_s']:.0f} |")
     if ns.json:
         Path(ns.json).write_text(json.dumps({
-            "command": f"python benchmarks/levers.py --epochs {ns.epochs} --config {ns.config}",
+            "command": "python benchmarks/levers.py " + " ".join(
+                [f"--sweep {ns.sweep}", f"--epochs {ns.epochs}", f"--config {ns.config}"]
+                + [f"--set {item}" for item in ns.settings]),
             "machine": platform.processor() or platform.machine(), "epochs": ns.epochs,
             "rows": rows}, indent=1) + "\n")
 

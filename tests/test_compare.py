@@ -152,3 +152,42 @@ def test_existing_directory_is_never_reused(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "my work"
     code = main(["compare", "--resume", "--out-dir", str(tmp_path / "mine")])
     assert code == 2 and "holds no comparison" in capsys.readouterr().err
+
+
+def _compare_seeds():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_seeds.py"
+    spec = importlib.util.spec_from_file_location("compare_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_seeds_summarises_runs_per_contender(tmp_path, capsys):
+    import numpy as np
+
+    accs = {"certified": [0.9, 0.8, 0.95], "gru-128": [0.85, 0.9, 0.7]}
+    walls = {"certified": [10.0, 12.0, 9.0], "gru-128": [5.0, 4.0, 6.0]}
+    dirs = []
+    for seed in range(3):
+        results = [{"name": n, "model": n, "parameters": 100 + i, "certified": n == "certified",
+                    "test_at_best_val": accs[n][seed], "wall_s": walls[n][seed]}
+                   for i, n in enumerate(accs)]
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        (d / "compare.json").write_text(json.dumps({"results": results}))
+        dirs.append(d)
+    cs = _compare_seeds()
+    rows = {r["contender"]: r for r in cs.summarise([cs.load(d) for d in dirs], "gru-128")}
+    for name in accs:
+        assert rows[name]["mean"] == pytest.approx(np.mean(accs[name]))
+        assert rows[name]["sd"] == pytest.approx(np.std(accs[name], ddof=1))
+        ratio = np.mean(np.array(walls[name]) / np.array(walls["gru-128"]))
+        assert rows[name]["wall_ratio_to_reference"] == pytest.approx(ratio)
+    (dirs[1] / "compare.json").write_text(json.dumps({"format": 1}))
+    with pytest.raises(SystemExit, match="has no results"):
+        cs.load(dirs[1])
+    with pytest.raises(SystemExit, match="does not exist"):
+        cs.load(tmp_path / "nowhere")

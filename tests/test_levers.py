@@ -70,7 +70,7 @@ def test_module_taus_are_log_spaced_inside_the_range():
     assert module_taus(3, 2.0, None) == [2.0] * 3
 
 
-@pytest.mark.parametrize("readout", ["last", "mean", "attention"])
+@pytest.mark.parametrize("readout", ["last", "mean", "attention", "max"])
 def test_readouts_leave_the_certificate_alone(readout):
     model = combo_net("svd", 3, 4, readout=readout, seed=0)
     x = torch.randn(5, 12, 1)
@@ -92,6 +92,19 @@ def test_attention_readout_is_a_weighted_mean_of_states():
     states = model.states(x, all_states=True)  # original coordinates
     w = torch.softmax(states @ model.query, dim=1)
     want = model.readout((w[..., None] * states).sum(1))
+    torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_max_readout_reads_each_units_largest_state():
+    # per-unit time constants make the running scale s differ from 1 (metric M T)
+    model = combo_net("svd", 3, 4, tau_max=10.0, tau_train="unit", readout="max", seed=2)
+    with torch.no_grad():
+        model.encoder.weight.normal_()
+    snap = model.snapshot()
+    assert not torch.allclose(snap.scale, torch.ones_like(snap.scale))
+    x = torch.randn(3, 9, 1)
+    states = model.states(x, all_states=True)  # original coordinates
+    want = model.readout(states.max(dim=1).values)
     torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-6)
 
 

@@ -66,7 +66,8 @@ _HELP: dict[str, str] = {
     "tau_train": "train the time constants: none, module (one per module) or unit (one per "
                  "unit); started log-spaced in (1, tau_max)",
     "tau_max": "largest time constant (tau in [1, tau_max] when trained)",
-    "readout": "last state, mean of all states, or attention (a learned combination)",
+    "readout": "last state, mean of all states, attention (a learned combination) or max "
+               "(each unit's largest state over time)",
     "eval_test": "best: evaluate the test split at new best-validation epochs and the last "
                  "(where it is reported); every: every epoch",
     "log_interval": "steps between progress updates (0: none)",

@@ -15,7 +15,7 @@ from ..engine.maps import DEFAULT_METHOD, check_method, step_fraction
 from ..modules.base import ContractingSystem
 from ..snapshot import Explicit
 
-READOUTS = ("last", "mean", "attention")
+READOUTS = ("last", "mean", "attention", "max")
 
 
 class SequenceClassifier(nn.Module):
@@ -26,9 +26,10 @@ class SequenceClassifier(nn.Module):
     the readout (``R_run = R S^{-1}``), so the engine's drive is one matrix product over all
     steps. ``readout="mean"`` averages all states; ``"attention"`` reads
     ``sum_t w_t x_t`` with ``w = softmax_t(q . x_t)`` for a learned ``q`` (a learned
-    combination of all states). ``input_mask`` (N booleans) restricts which units the input
-    drives (the rows of ``U`` outside it are zero). The readouts act on the states only, so the
-    certificate of the network is unchanged.
+    combination of all states); ``"max"`` reads each unit's largest state over time (global
+    max pooling in time, as a temporal convolutional network's readout). ``input_mask``
+    (N booleans) restricts which units the input drives (the rows of ``U`` outside it are
+    zero). The readouts act on the states only, so the certificate of the network is unchanged.
     """
 
     def __init__(self, network: ContractingSystem, input_size: int, num_classes: int, *,
@@ -112,6 +113,8 @@ class SequenceClassifier(nn.Module):
         ys, snap = self.running_states(inputs, all_states=mode != "last")
         if mode == "mean":
             feats = ys.mean(1)
+        elif mode == "max":  # s > 0: max_t x_t = (max_t y_t) / s
+            feats = ys.amax(1)
         elif mode == "attention":  # scores q . x_t = (q / s) . y_t
             w = torch.softmax(ys @ (self.query / snap.scale), dim=1)
             feats = (w[..., None] * ys).sum(1)
