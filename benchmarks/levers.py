@@ -7,7 +7,8 @@ size; the unconstrained control and the torch baselines as references). Every ru
 thread, trained in turn in this process, and reports the test accuracy at its best-validation
 epoch, its certificate and its wall time. Run::
 
-    python benchmarks/levers.py --epochs 30 --out runs/levers --json docs/data/levers-pdigits.json
+    python benchmarks/levers.py --epochs 20 --config configs/pdigits-demo.toml \
+        --out runs/levers --json docs/data/levers-pdigits.json
     python benchmarks/levers.py --sweep mnist1d --config configs/mnist1d-attention.toml \
         --epochs 40 --out runs/levers-mnist1d --json docs/data/levers-mnist1d.json
     python benchmarks/levers.py --sweep psmnist --config configs/psmnist.toml --epochs 3 \
@@ -30,7 +31,7 @@ from combonet.train.config import read_config_file
 
 #: lever -> the settings it changes from the base (``--sweep pdigits``)
 LEVERS: dict[str, dict] = {
-    "base (configs/pdigits.toml)": {},
+    "base (configs/pdigits-demo.toml)": {},
     "readout: mean of all states": {"readout": "mean"},
     "readout: attention": {"readout": "attention"},
     "coupling init scale 0.3": {"init_scale": 0.3},
@@ -47,6 +48,7 @@ LEVERS: dict[str, dict] = {
     "time constants log-spaced in (1, 10), fixed": {"tau_max": 10.0},
     "time constants trained per module in [1, 10]": {"tau_max": 10.0, "tau_train": "module"},
     "time constants trained per unit in [1, 10]": {"tau_max": 10.0, "tau_train": "unit"},
+    "readout: max over time": {"readout": "max"},
 }
 
 #: ``--sweep mnist1d``: around ``configs/mnist1d-attention.toml`` (the tune study's best:
@@ -118,7 +120,7 @@ def lever_config(base: dict, change: dict, epochs: int, run_dir: Path) -> TrainC
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", choices=sorted(SWEEPS), default="pdigits")
-    parser.add_argument("--config", default="configs/pdigits.toml")
+    parser.add_argument("--config", default="configs/pdigits-demo.toml")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="change one base setting (repeatable)")
     parser.add_argument("--epochs", type=int, default=30)
