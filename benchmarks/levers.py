@@ -14,6 +14,10 @@ epoch, its certificate and its wall time. Run::
     python benchmarks/levers.py --sweep psmnist --config configs/psmnist.toml --epochs 3 \
         --set limit_train=6000 --set limit_test=2000 --set data_dir=../shared/data/mnist \
         --out runs/levers-psmnist --json docs/data/levers-psmnist-pilot.json
+    python benchmarks/levers.py --sweep scifar10 --config configs/scifar10.toml --epochs 3 \
+        --set limit_train=2000 --set limit_test=1000 \
+        --set data_dir=../shared/data/cifar-10-batches-bin \
+        --out runs/levers-scifar10 --json docs/data/levers-scifar10-pilot.json
 
 Runs already finished in ``--out`` are reused (rerunning the command only fills gaps).
 """
@@ -97,7 +101,14 @@ PSMNIST_LEVERS: dict[str, dict] = {
     "per-unit tau in [1, 1000], dt 1, readout: max": {"readout": "max"},
 }
 
-SWEEPS = {"pdigits": LEVERS, "mnist1d": MNIST1D_LEVERS, "psmnist": PSMNIST_LEVERS}
+#: ``--sweep scifar10``: the readout on sCIFAR-10 (1,024 steps), around ``configs/scifar10.toml``
+SCIFAR10_LEVERS: dict[str, dict] = {
+    "readout: last state (the previous configs/scifar10.toml)": {"readout": "last"},
+    "readout: max over time (configs/scifar10.toml)": {},
+}
+
+SWEEPS = {"pdigits": LEVERS, "mnist1d": MNIST1D_LEVERS, "psmnist": PSMNIST_LEVERS,
+          "scifar10": SCIFAR10_LEVERS}
 
 
 def lever_config(base: dict, change: dict, epochs: int, run_dir: Path) -> TrainConfig:
