@@ -27,7 +27,9 @@ def ws(tmp_path_factory):
 def test_bad_input(case, ws, monkeypatch):
     monkeypatch.chdir(ws.root)
     outcome = case.run(ws)
-    case.verify(ws, outcome)
+    assert outcome.code == case.code, (case.id, outcome.code, outcome.err)
+    assert case.expect in outcome.line, (case.id, outcome.line)
+    case.verify(ws, outcome)  # and: one line, no traceback, nothing lost (the case's check)
 
 
 def test_cases_left_to_other_tests_exist():
